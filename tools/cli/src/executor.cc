@@ -1,0 +1,63 @@
+#include "executor.h"
+
+#include "absl/strings/str_cat.h"
+#include "atp/kernels/backend.h"
+
+namespace atp::cli {
+namespace {
+
+// Runs every op in-process on one backend.
+class LocalExecutor : public Executor {
+ public:
+  explicit LocalExecutor(std::unique_ptr<kernels::Backend> backend)
+      : backend_(std::move(backend)) {}
+
+  std::string Describe() const override {
+    return absl::StrCat("local ", backend_->name(), " backend (", backend_->device_description(),
+                        ")");
+  }
+
+  absl::StatusOr<kernels::AtpAttentionResult> AtpAttention(
+      kernels::LayerSpec layer, const kernels::AtpAttentionArgs& args) override {
+    absl::StatusOr<std::unique_ptr<kernels::LayerHandle>> handle =
+        backend_->LoadLayer(std::move(layer));
+    if (!handle.ok()) return handle.status();
+    return backend_->AtpAttention(**handle, args, ctx_);
+  }
+
+  absl::StatusOr<kernels::Tensor> ExactAttention(
+      kernels::LayerSpec layer, const kernels::ExactAttentionArgs& args) override {
+    absl::StatusOr<std::unique_ptr<kernels::LayerHandle>> handle =
+        backend_->LoadLayer(std::move(layer));
+    if (!handle.ok()) return handle.status();
+    return backend_->ExactAttention(**handle, args, ctx_);
+  }
+
+  absl::StatusOr<kernels::LowRankLinearResult> LowRankLinear(
+      kernels::LayerSpec layer, const kernels::LowRankLinearArgs& args) override {
+    absl::StatusOr<std::unique_ptr<kernels::LayerHandle>> handle =
+        backend_->LoadLayer(std::move(layer));
+    if (!handle.ok()) return handle.status();
+    return backend_->LowRankLinear(**handle, args, ctx_);
+  }
+
+  absl::StatusOr<kernels::PrincipalBases> Decompose(
+      const kernels::PrincipalBasesArgs& args) override {
+    return backend_->Decompose(args, ctx_);
+  }
+
+ private:
+  std::unique_ptr<kernels::Backend> backend_;
+  kernels::ExecContext ctx_;  // A local run is never cancelled: Ctrl-C ends the process.
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Executor>> CreateExecutor(const ExecutorOptions& options) {
+  absl::StatusOr<std::unique_ptr<kernels::Backend>> backend =
+      kernels::CreateBackend(options.backend);
+  if (!backend.ok()) return backend.status();
+  return std::make_unique<LocalExecutor>(*std::move(backend));
+}
+
+}  // namespace atp::cli
