@@ -775,8 +775,7 @@ int RunGroup(absl::string_view group, absl::Span<const std::string> args, std::o
 
 int RunCliUnguarded(absl::Span<const std::string> args, std::ostream& out, std::ostream& err) {
   if (args.empty()) {
-    err << kTopHelp;
-    return kExitUsageError;
+    return Fail(err, UsageError("atp: want a command: run or generate"), "atp");
   }
   const std::string& first = args[0];
   if (first == "--help" || first == "-h" || first == "help") {
