@@ -3,6 +3,7 @@
 #include <chrono>
 #include <cstdio>
 #include <exception>
+#include <functional>
 #include <limits>
 #include <new>
 #include <optional>
@@ -97,6 +98,51 @@ What:
 
 `atp generate <what> --help` lists the options. The same options and seed give the same file.
 )";
+
+// Where a command writes: results to `out`, progress (only when `interactive`) to `err`.
+struct Io {
+  std::ostream& out;
+  std::ostream& err;
+  bool interactive;
+};
+
+// Elapsed time of a long computation on one line of an interactive stderr, redrawn at most ten
+// times a second from the backend's between-steps checks, and erased when done. Shows nothing for
+// computations under half a second or when stderr is not a terminal.
+class ProgressLine {
+ public:
+  ProgressLine(const Io& io, std::string label)
+      : err_(io.interactive ? &io.err : nullptr), label_(std::move(label)) {}
+  ProgressLine(const ProgressLine&) = delete;
+  ProgressLine& operator=(const ProgressLine&) = delete;
+  ~ProgressLine() {
+    if (shown_) *err_ << "\r\033[K" << std::flush;
+  }
+
+  // For ExecutorOptions::on_step; `this` must outlive the executor's calls.
+  std::function<void()> Callback() {
+    if (err_ == nullptr) return nullptr;
+    return [this]() { Tick(); };
+  }
+
+ private:
+  void Tick() {
+    const auto now = std::chrono::steady_clock::now();
+    const double seconds = std::chrono::duration<double>(now - start_).count();
+    if (seconds < 0.5 || now - last_ < std::chrono::milliseconds(100)) return;
+    last_ = now;
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.1f s", seconds);
+    *err_ << "\ratp: " << label_ << " ... " << buf << std::flush;
+    shown_ = true;
+  }
+
+  std::ostream* err_;
+  std::string label_;
+  const std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
+  std::chrono::steady_clock::time_point last_;
+  bool shown_ = false;
+};
 
 // ---------------------------------------------------------------------------------------------
 // Shared option groups.
@@ -270,7 +316,8 @@ void DeclareAtpAttention(ArgParser& p) {
       "energy, output shape and time.");
 }
 
-absl::Status RunAtpAttention(const ArgParser& p, std::ostream& out) {
+absl::Status RunAtpAttention(const ArgParser& p, const Io& io) {
+  std::ostream& out = io.out;
   absl::StatusOr<std::string> layer_path = p.GetRequired("layer");
   if (!layer_path.ok()) return layer_path.status();
   absl::StatusOr<std::string> input_path = p.GetRequired("input");
@@ -291,6 +338,8 @@ absl::Status RunAtpAttention(const ArgParser& p, std::ostream& out) {
   absl::StatusOr<Tensor> x = LoadSequence(*input_path, layer->attention.d_model,
                                           absl::StrCat("d_model of ", *layer_path));
   if (!x.ok()) return x.status();
+  ProgressLine progress(io, absl::StrCat("atp-attention of ", kernels::ShapeString(x->shape())));
+  exec_options->on_step = progress.Callback();
   absl::StatusOr<std::unique_ptr<Executor>> executor = CreateExecutor(*exec_options);
   if (!executor.ok()) return executor.status();
 
@@ -324,7 +373,8 @@ void DeclareExactAttention(ArgParser& p) {
       "approximates, and what causal layers use.");
 }
 
-absl::Status RunExactAttention(const ArgParser& p, std::ostream& out) {
+absl::Status RunExactAttention(const ArgParser& p, const Io& io) {
+  std::ostream& out = io.out;
   absl::StatusOr<std::string> layer_path = p.GetRequired("layer");
   if (!layer_path.ok()) return layer_path.status();
   absl::StatusOr<std::string> input_path = p.GetRequired("input");
@@ -341,6 +391,8 @@ absl::Status RunExactAttention(const ArgParser& p, std::ostream& out) {
   absl::StatusOr<Tensor> x = LoadSequence(*input_path, layer->attention.d_model,
                                           absl::StrCat("d_model of ", *layer_path));
   if (!x.ok()) return x.status();
+  ProgressLine progress(io, absl::StrCat("exact-attention of ", kernels::ShapeString(x->shape())));
+  exec_options->on_step = progress.Callback();
   absl::StatusOr<std::unique_ptr<Executor>> executor = CreateExecutor(*exec_options);
   if (!executor.ok()) return executor.status();
 
@@ -375,7 +427,8 @@ void DeclareLowRankLinear(ArgParser& p) {
       "costs O(r d n + L r n) instead of O(L d n).");
 }
 
-absl::Status RunLowRankLinear(const ArgParser& p, std::ostream& out) {
+absl::Status RunLowRankLinear(const ArgParser& p, const Io& io) {
+  std::ostream& out = io.out;
   absl::StatusOr<std::string> layer_path = p.GetRequired("layer");
   if (!layer_path.ok()) return layer_path.status();
   absl::StatusOr<std::string> input_path = p.GetRequired("input");
@@ -413,6 +466,8 @@ absl::Status RunLowRankLinear(const ArgParser& p, std::ostream& out) {
   absl::StatusOr<Tensor> x = LoadSequence(
       *input_path, in_features, absl::StrCat("in_features of ", names->weight, " in ", *layer_path));
   if (!x.ok()) return x.status();
+  ProgressLine progress(io, absl::StrCat("lowrank-linear of ", kernels::ShapeString(x->shape())));
+  exec_options->on_step = progress.Callback();
   absl::StatusOr<std::unique_ptr<Executor>> executor = CreateExecutor(*exec_options);
   if (!executor.ok()) return executor.status();
 
@@ -449,7 +504,8 @@ void DeclareDecompose(ArgParser& p) {
       "is oriented so that sum_j U[j,i] >= 0 (its largest entry decides when that sum is ~0).");
 }
 
-absl::Status RunDecompose(const ArgParser& p, std::ostream& out) {
+absl::Status RunDecompose(const ArgParser& p, const Io& io) {
+  std::ostream& out = io.out;
   absl::StatusOr<std::string> input_path = p.GetRequired("input");
   if (!input_path.ok()) return input_path.status();
   absl::StatusOr<std::string> prefix = p.GetRequired("output-prefix");
@@ -465,6 +521,8 @@ absl::Status RunDecompose(const ArgParser& p, std::ostream& out) {
 
   absl::StatusOr<Tensor> x = LoadSequence(*input_path, 0, "");
   if (!x.ok()) return x.status();
+  ProgressLine progress(io, absl::StrCat("decompose of ", kernels::ShapeString(x->shape())));
+  exec_options->on_step = progress.Callback();
   absl::StatusOr<std::unique_ptr<Executor>> executor = CreateExecutor(*exec_options);
   if (!executor.ok()) return executor.status();
 
@@ -539,7 +597,8 @@ void DeclareGenerateLayer(ArgParser& p) {
   p.AddNotes("Weights are N(0, 1/in_features), biases N(0, 0.1^2).");
 }
 
-absl::Status RunGenerateLayer(const ArgParser& p, std::ostream& out) {
+absl::Status RunGenerateLayer(const ArgParser& p, const Io& io) {
+  std::ostream& out = io.out;
   AttentionLayerOptions o;
   absl::StatusOr<std::string> output_path = p.GetRequired("output");
   if (!output_path.ok()) return output_path.status();
@@ -603,7 +662,8 @@ void DeclareGenerateLinear(ArgParser& p) {
   p.AddNotes("The weight is N(0, 1/in_features) and is stored [out_features, in_features].");
 }
 
-absl::Status RunGenerateLinear(const ArgParser& p, std::ostream& out) {
+absl::Status RunGenerateLinear(const ArgParser& p, const Io& io) {
+  std::ostream& out = io.out;
   LinearLayerOptions o;
   absl::StatusOr<std::string> output_path = p.GetRequired("output");
   if (!output_path.ok()) return output_path.status();
@@ -652,7 +712,8 @@ void DeclareGenerateInput(ArgParser& p) {
   p.AddNotes("The structured part is scaled to a root-mean-square entry of 1.");
 }
 
-absl::Status RunGenerateInput(const ArgParser& p, std::ostream& out) {
+absl::Status RunGenerateInput(const ArgParser& p, const Io& io) {
+  std::ostream& out = io.out;
   InputOptions o;
   absl::StatusOr<std::string> output_path = p.GetRequired("output");
   if (!output_path.ok()) return output_path.status();
@@ -702,7 +763,7 @@ struct Command {
   const char* name;
   const char* summary;
   void (*declare)(ArgParser&);
-  absl::Status (*run)(const ArgParser&, std::ostream&);
+  absl::Status (*run)(const ArgParser&, const Io&);
 };
 
 constexpr Command kCommands[] = {
@@ -736,8 +797,9 @@ int Fail(std::ostream& err, const absl::Status& status, absl::string_view help_c
   return kExitRuntimeError;
 }
 
-int RunGroup(absl::string_view group, absl::Span<const std::string> args, std::ostream& out,
-             std::ostream& err) {
+int RunGroup(absl::string_view group, absl::Span<const std::string> args, const Io& io) {
+  std::ostream& out = io.out;
+  std::ostream& err = io.err;
   const std::string group_command = absl::StrCat("atp ", group);
   const char* group_help = group == "run" ? kRunHelp : kGenerateHelp;
   std::vector<std::string> names;
@@ -762,7 +824,7 @@ int RunGroup(absl::string_view group, absl::Span<const std::string> args, std::o
       out << parser.Help();
       return kExitOk;
     }
-    if (status.ok()) status = c.run(parser, out);
+    if (status.ok()) status = c.run(parser, io);
     if (!status.ok()) return Fail(err, status, parser.command());
     return kExitOk;
   }
@@ -773,7 +835,9 @@ int RunGroup(absl::string_view group, absl::Span<const std::string> args, std::o
               group_command);
 }
 
-int RunCliUnguarded(absl::Span<const std::string> args, std::ostream& out, std::ostream& err) {
+int RunCliUnguarded(absl::Span<const std::string> args, const Io& io) {
+  std::ostream& out = io.out;
+  std::ostream& err = io.err;
   if (args.empty()) {
     return Fail(err, UsageError("atp: want a command: run or generate"), "atp");
   }
@@ -781,7 +845,7 @@ int RunCliUnguarded(absl::Span<const std::string> args, std::ostream& out, std::
   if (first == "--help" || first == "-h" || first == "help") {
     if (args.size() > 1 && (args[1] == "run" || args[1] == "generate")) {
       const std::vector<std::string> help = {"--help"};
-      return RunGroup(args[1], help, out, err);
+      return RunGroup(args[1], help, io);
     }
     out << kTopHelp;
     return kExitOk;
@@ -790,7 +854,7 @@ int RunCliUnguarded(absl::Span<const std::string> args, std::ostream& out, std::
     out << "atp " << ATP_VERSION << "\n";
     return kExitOk;
   }
-  if (first == "run" || first == "generate") return RunGroup(first, args.subspan(1), out, err);
+  if (first == "run" || first == "generate") return RunGroup(first, args.subspan(1), io);
   return Fail(err,
               UsageError(absl::StrCat("atp: unknown command \"", first,
                                       "\", want run or generate")),
@@ -799,10 +863,11 @@ int RunCliUnguarded(absl::Span<const std::string> args, std::ostream& out, std::
 
 }  // namespace
 
-int RunCli(absl::Span<const std::string> args, std::ostream& out, std::ostream& err) {
+int RunCli(absl::Span<const std::string> args, std::ostream& out, std::ostream& err,
+           bool interactive) {
   // Input errors never abort: allocation failures and stray exceptions become one line too.
   try {
-    return RunCliUnguarded(args, out, err);
+    return RunCliUnguarded(args, Io{out, err, interactive});
   } catch (const std::bad_alloc&) {
     err << "atp: error: out of memory" << std::endl;
   } catch (const std::exception& e) {

@@ -16,8 +16,10 @@ inline constexpr int kExitOk = 0;
 inline constexpr int kExitRuntimeError = 1;
 inline constexpr int kExitUsageError = 2;
 
-// Runs the command in `args` (the words after the program name).
-int RunCli(absl::Span<const std::string> args, std::ostream& out, std::ostream& err);
+// Runs the command in `args` (the words after the program name). `interactive`: `err` is a
+// terminal, where long computations show their elapsed time.
+int RunCli(absl::Span<const std::string> args, std::ostream& out, std::ostream& err,
+           bool interactive = false);
 
 }  // namespace atp::cli
 

@@ -9,8 +9,15 @@ namespace {
 // Runs every op in-process on one backend.
 class LocalExecutor : public Executor {
  public:
-  explicit LocalExecutor(std::unique_ptr<kernels::Backend> backend)
-      : backend_(std::move(backend)) {}
+  LocalExecutor(std::unique_ptr<kernels::Backend> backend, std::function<void()> on_step)
+      : backend_(std::move(backend)) {
+    if (on_step) {
+      ctx_.check = [on_step = std::move(on_step)]() {
+        on_step();
+        return absl::OkStatus();
+      };
+    }
+  }
 
   std::string Describe() const override {
     return absl::StrCat("local ", backend_->name(), " backend (", backend_->device_description(),
@@ -57,7 +64,7 @@ absl::StatusOr<std::unique_ptr<Executor>> CreateExecutor(const ExecutorOptions& 
   absl::StatusOr<std::unique_ptr<kernels::Backend>> backend =
       kernels::CreateBackend(options.backend);
   if (!backend.ok()) return backend.status();
-  return std::make_unique<LocalExecutor>(*std::move(backend));
+  return std::make_unique<LocalExecutor>(*std::move(backend), options.on_step);
 }
 
 }  // namespace atp::cli

@@ -8,6 +8,7 @@
 #ifndef ATP_CLI_EXECUTOR_H_
 #define ATP_CLI_EXECUTOR_H_
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -42,6 +43,8 @@ class Executor {
 struct ExecutorOptions {
   // Local backend: "cpu", "cuda" or "auto".
   std::string backend = "cpu";
+  // Called before and between compute steps (from the calling thread), e.g. to show progress.
+  std::function<void()> on_step;
 };
 
 // The executor the options select (today always local). Errors are the backend's, e.g.
