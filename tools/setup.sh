@@ -9,6 +9,7 @@ packages=(
   libabsl-dev prometheus-cpp-dev libopenblas-dev liblapacke-dev libssl-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   python3 python3-numpy python3-grpcio python3-protobuf openssl
+  python3-venv
 )
 
 if [[ $(id -u) -ne 0 ]] && ! command -v sudo >/dev/null; then
@@ -25,15 +26,17 @@ done
 
 if [[ ${#missing[@]} -eq 0 ]]; then
   echo "setup: all ${#packages[@]} Debian packages present"
-  exit 0
+else
+  echo "setup: installing ${#missing[@]} Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  if ! "${sudo_cmd[@]}" apt-get update -qq >/tmp/atp-setup.log 2>&1 ||
+     ! "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >>/tmp/atp-setup.log 2>&1; then
+    echo "setup: apt-get failed installing: ${missing[*]} (log: /tmp/atp-setup.log)" >&2
+    tail -n 20 /tmp/atp-setup.log >&2
+    exit 1
+  fi
+  echo "setup: done"
 fi
 
-echo "setup: installing ${#missing[@]} Debian packages: ${missing[*]}"
-export DEBIAN_FRONTEND=noninteractive
-if ! "${sudo_cmd[@]}" apt-get update -qq >/tmp/atp-setup.log 2>&1 ||
-   ! "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >>/tmp/atp-setup.log 2>&1; then
-  echo "setup: apt-get failed installing: ${missing[*]} (log: /tmp/atp-setup.log)" >&2
-  tail -n 20 /tmp/atp-setup.log >&2
-  exit 1
-fi
-echo "setup: done"
+# Validators of the Helm chart and the Dockerfile (tests/deploy), in a project-local virtualenv.
+"$(dirname "$0")/../deploy/tools/install-validators.sh"
