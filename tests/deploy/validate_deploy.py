@@ -481,6 +481,7 @@ def check_rendered(set_name, values, objects, notes, chart_dir, failures):
         failures.check(mounts.get("tmp", {}).get("mountPath") == "/tmp" and "emptyDir" in volumes.get("tmp", {}),
                        pw, "no writable /tmp emptyDir")
         failures.check(pod.get("automountServiceAccountToken") is False, pw, "API token mounted")
+        failures.check(pod.get("enableServiceLinks") is False, pw, "Service links injected into the environment")
         # TLS and token from Secrets.
         tls, auth = values["tls"], values["auth"]
 
