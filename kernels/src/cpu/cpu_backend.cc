@@ -1,51 +1,205 @@
-// Placeholder while the CPU backend is written (issue: foundation).
+// The CPU backend: every op of DESIGN.md §1 with OpenBLAS and LAPACKE, f32 arithmetic (f64 where
+// precision needs it). Each call validates its arguments, converts inputs to f32, computes and
+// converts the outputs to the requested dtype.
+#include <cblas.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <new>
+#include <sstream>
+#include <string>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
 #include "atp/kernels/backend.h"
+#include "cpu/attention_cpu.h"
+#include "cpu/cpu_util.h"
+#include "cpu/layer_cpu.h"
+#include "cpu/lowrank_linear_cpu.h"
+#include "cpu/principal_bases_cpu.h"
+#include "validate_util.h"
 
 namespace atp::kernels {
 namespace {
 
-class CpuLayer : public LayerHandle {
- public:
-  explicit CpuLayer(LayerSpec spec) : spec_(std::move(spec)) {}
-  const LayerSpec& spec() const override { return spec_; }
-  uint64_t resident_bytes() const override { return 0; }
+using cpu::CpuEnv;
+using cpu::CpuLayer;
 
- private:
-  LayerSpec spec_;
-};
+absl::Status OutOfMemory(absl::string_view what) {
+  return absl::ResourceExhaustedError(
+      absl::StrCat("out of host memory while computing ", what));
+}
+
+// Reads "Name:  123 kB" from /proc/meminfo; 0 when absent.
+uint64_t MemInfoBytes(const std::string& text, absl::string_view name) {
+  std::istringstream in(text);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind(std::string(name) + ":", 0) == 0) {
+      std::istringstream fields(line.substr(name.size() + 1));
+      uint64_t kib = 0;
+      fields >> kib;
+      return kib * 1024;
+    }
+  }
+  return 0;
+}
+
+std::string CpuModel() {
+  std::ifstream in("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("model name", 0) == 0) {
+      const size_t colon = line.find(':');
+      if (colon != std::string::npos && colon + 2 <= line.size()) return line.substr(colon + 2);
+    }
+  }
+  return "CPU";
+}
+
+absl::StatusOr<const CpuLayer*> AsCpuLayer(const LayerHandle& layer, LayerSpec::Kind want) {
+  const auto* cpu_layer = dynamic_cast<const CpuLayer*>(&layer);
+  if (cpu_layer == nullptr) {
+    return absl::InvalidArgumentError("layer handle was not loaded by the cpu backend");
+  }
+  if (cpu_layer->spec().kind != want) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("layer is ",
+                     cpu_layer->spec().kind == LayerSpec::Kind::kLinear ? "a linear layer"
+                                                                        : "an attention layer",
+                     ", want an attention layer"));
+  }
+  return cpu_layer;
+}
 
 class CpuBackend : public Backend {
  public:
+  explicit CpuBackend(const CpuBackendOptions& options) {
+    if (options.threads > 0) openblas_set_num_threads(options.threads);
+    env_.threads = options.threads > 0 ? options.threads : std::max(1, openblas_get_num_threads());
+    env_.poison = options.poison_outputs;
+    description_ = absl::StrCat(CpuModel(), " x", std::thread::hardware_concurrency(), " (",
+                                env_.threads, " threads, ", openblas_get_config(), ")");
+  }
+
   std::string name() const override { return "cpu"; }
-  std::string device_description() const override { return "CPU"; }
+  std::string device_description() const override { return description_; }
+
   absl::StatusOr<std::unique_ptr<LayerHandle>> LoadLayer(LayerSpec spec) override {
     if (auto s = ValidateLayerSpec(spec); !s.ok()) return s;
-    return std::make_unique<CpuLayer>(std::move(spec));
+    try {
+      return std::make_unique<CpuLayer>(std::move(spec));
+    } catch (const std::bad_alloc&) {
+      return absl::ResourceExhaustedError("out of host memory while loading the layer");
+    }
   }
-  absl::StatusOr<PrincipalBases> Decompose(const PrincipalBasesArgs&,
-                                           const ExecContext&) override {
-    return absl::UnimplementedError("Decompose");
+
+  absl::StatusOr<PrincipalBases> Decompose(const PrincipalBasesArgs& args,
+                                           const ExecContext& ctx) override {
+    if (auto s = ValidatePrincipalBases(args); !s.ok()) return s;
+    try {
+      const cpu::F32Input x(args.x);
+      cpu::BasesRequest request;
+      request.x = x.data();
+      request.length = args.x.dim(0);
+      request.width = args.x.dim(1);
+      request.rank = args.rank;
+      request.method = args.method;
+      request.max_rank = args.max_rank;
+      request.seed = args.seed;
+      absl::StatusOr<cpu::BasesF32> bases = cpu::ComputePrincipalBases(request, ctx, env_);
+      if (!bases.ok()) return bases.status();
+      const int64_t r = bases->rank;
+      PrincipalBases out;
+      out.rank = r;
+      out.captured_energy = bases->captured_energy;
+      out.total_energy = bases->total_energy;
+      out.u = cpu::ToTensor(bases->u, {request.length, r}, args.output_dtype);
+      out.vt = cpu::ToTensor(bases->vt, {r, request.width}, args.output_dtype);
+      std::vector<float> s(bases->s.begin(), bases->s.end());
+      out.s = cpu::ToTensor(s, {r}, DType::kF32);
+      return out;
+    } catch (const std::bad_alloc&) {
+      return OutOfMemory("the principal bases");
+    }
   }
-  absl::StatusOr<AtpAttentionResult> AtpAttention(const LayerHandle&, const AtpAttentionArgs&,
-                                                  const ExecContext&) override {
-    return absl::UnimplementedError("AtpAttention");
+
+  absl::StatusOr<AtpAttentionResult> AtpAttention(const LayerHandle& layer,
+                                                  const AtpAttentionArgs& args,
+                                                  const ExecContext& ctx) override {
+    absl::StatusOr<const CpuLayer*> l = AsCpuLayer(layer, LayerSpec::Kind::kAttention);
+    if (!l.ok()) return l.status();
+    const AttentionConfig& config = (*l)->spec().attention;
+    if (auto s = ValidateAtpAttention(config, args); !s.ok()) return s;
+    try {
+      return cpu::AtpAttentionCpu(config, (*l)->attention(), args, ctx, env_);
+    } catch (const std::bad_alloc&) {
+      return OutOfMemory("ATP attention");
+    }
   }
-  absl::StatusOr<Tensor> ExactAttention(const LayerHandle&, const ExactAttentionArgs&,
-                                        const ExecContext&) override {
-    return absl::UnimplementedError("ExactAttention");
+
+  absl::StatusOr<Tensor> ExactAttention(const LayerHandle& layer, const ExactAttentionArgs& args,
+                                        const ExecContext& ctx) override {
+    absl::StatusOr<const CpuLayer*> l = AsCpuLayer(layer, LayerSpec::Kind::kAttention);
+    if (!l.ok()) return l.status();
+    const AttentionConfig& config = (*l)->spec().attention;
+    if (auto s = ValidateExactAttention(config, args); !s.ok()) return s;
+    try {
+      return cpu::ExactAttentionCpu(config, (*l)->attention(), args, ctx, env_);
+    } catch (const std::bad_alloc&) {
+      return OutOfMemory("exact attention");
+    }
   }
-  absl::StatusOr<LowRankLinearResult> LowRankLinear(const LayerHandle&, const LowRankLinearArgs&,
-                                                    const ExecContext&) override {
-    return absl::UnimplementedError("LowRankLinear");
+
+  absl::StatusOr<LowRankLinearResult> LowRankLinear(const LayerHandle& layer,
+                                                    const LowRankLinearArgs& args,
+                                                    const ExecContext& ctx) override {
+    const auto* l = dynamic_cast<const CpuLayer*>(&layer);
+    if (l == nullptr) {
+      return absl::InvalidArgumentError("layer handle was not loaded by the cpu backend");
+    }
+    if (auto s = ValidateLowRankLinear(l->spec(), args); !s.ok()) return s;
+    const LayerSpec& spec = l->spec();
+    // ValidateLowRankLinear found the weight, so FindLinearWeight succeeds.
+    const std::string weight = FindLinearWeight(spec, args.weight)->weight;
+    const RankPolicy& default_rank = spec.kind == LayerSpec::Kind::kAttention
+                                         ? spec.attention.default_rank
+                                         : spec.linear_default_rank;
+    try {
+      return cpu::LowRankLinearCpu(*l->linear(weight), default_rank, args, ctx, env_);
+    } catch (const std::bad_alloc&) {
+      return OutOfMemory("low-rank linear");
+    }
   }
-  MemoryInfo memory() const override { return {}; }
+
+  MemoryInfo memory() const override {
+    MemoryInfo info;
+    std::ifstream in("/proc/meminfo");
+    if (in) {
+      std::stringstream text;
+      text << in.rdbuf();
+      info.total_bytes = MemInfoBytes(text.str(), "MemTotal");
+      info.free_bytes = MemInfoBytes(text.str(), "MemAvailable");
+    }
+    if (info.total_bytes == 0) {
+      const long page = sysconf(_SC_PAGESIZE);
+      info.total_bytes = static_cast<uint64_t>(sysconf(_SC_PHYS_PAGES)) * page;
+      info.free_bytes = static_cast<uint64_t>(sysconf(_SC_AVPHYS_PAGES)) * page;
+    }
+    return info;
+  }
+
   absl::Status health() const override { return absl::OkStatus(); }
+
+ private:
+  CpuEnv env_;
+  std::string description_;
 };
 
 }  // namespace
 
-std::unique_ptr<Backend> CreateCpuBackend(const CpuBackendOptions&) {
-  return std::make_unique<CpuBackend>();
+std::unique_ptr<Backend> CreateCpuBackend(const CpuBackendOptions& options) {
+  return std::make_unique<CpuBackend>(options);
 }
 
 }  // namespace atp::kernels

@@ -76,8 +76,12 @@ class Backend {
 };
 
 struct CpuBackendOptions {
-  // Threads for OpenBLAS and the own loops; 0 = all cores.
+  // Threads for OpenBLAS and the own loops; 0 = OpenBLAS's default (all cores, or
+  // OPENBLAS_NUM_THREADS). OpenBLAS's thread count is per process: the last backend created with
+  // threads > 0 sets it for all.
   int threads = 0;
+  // Fill every output buffer with NaN before computing it, so a test sees unwritten elements.
+  bool poison_outputs = false;
 };
 
 std::unique_ptr<Backend> CreateCpuBackend(const CpuBackendOptions& options = {});

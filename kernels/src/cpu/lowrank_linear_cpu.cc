@@ -1,0 +1,109 @@
+#include "cpu/lowrank_linear_cpu.h"
+
+#include <cmath>
+#include <cstring>
+#include <optional>
+
+#include "absl/strings/str_cat.h"
+#include "cpu/principal_bases_cpu.h"
+
+namespace atp::kernels::cpu {
+namespace {
+
+absl::Status CheckFiniteOutput(const std::vector<float>& y) {
+  for (size_t i = 0; i < y.size(); ++i) {
+    if (!std::isfinite(y[i])) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("low-rank linear overflowed f32 (a non-finite value at flat index ", i,
+                       "): the input or the weights are too large"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<LowRankLinearResult> LowRankLinearCpu(const LinearF32& map,
+                                                     const RankPolicy& default_rank,
+                                                     const LowRankLinearArgs& args,
+                                                     const ExecContext& ctx, const CpuEnv& env) {
+  if (auto s = ctx.Check(); !s.ok()) return s;
+  const int64_t d = map.in;
+  const int64_t n = map.out;
+  LowRankLinearResult result;
+
+  // The factors X ≈ U·C: borrowed (factored input) or from the decomposition (dense input).
+  int64_t L = 0;
+  int64_t r = 0;
+  std::optional<F32Input> u_in, c_in;
+  std::vector<float> c_dense;
+  BasesF32 bases;
+  const float* u = nullptr;
+  const float* c = nullptr;
+  if (args.factored_input) {
+    L = args.u.dim(0);
+    r = args.u.dim(1);
+    u_in.emplace(args.u);
+    c_in.emplace(args.c);
+    u = u_in->data();
+    c = c_in->data();
+  } else {
+    L = args.x.dim(0);
+    const F32Input x(args.x);
+    BasesRequest request;
+    request.x = x.data();
+    request.length = L;
+    request.width = d;
+    request.rank = args.rank.value_or(default_rank);
+    request.max_rank = args.max_rank;
+    request.seed = args.seed;
+    absl::StatusOr<BasesF32> computed = ComputePrincipalBases(request, ctx, env);
+    if (!computed.ok()) return computed.status();
+    bases = *std::move(computed);
+    r = bases.rank;
+    c_dense.resize(static_cast<size_t>(r * d));
+    for (int64_t i = 0; i < r; ++i) {
+      const float s = static_cast<float>(bases.s[i]);
+      for (int64_t k = 0; k < d; ++k) c_dense[i * d + k] = s * bases.vt[i * d + k];
+    }
+    u = bases.u.data();
+    c = c_dense.data();
+    result.captured_energy = bases.captured_energy;
+  }
+  result.rank = r;
+  if (auto s = ctx.Check(); !s.ok()) return s;
+
+  // C·Wᵀ [r, n], with the bias as an extra row when the output stays factored.
+  const bool bias_row = args.factored_output && map.b != nullptr;
+  const int64_t rows_c = bias_row ? r + 1 : r;
+  std::vector<float> cw = NewBuffer(env, rows_c * n);
+  Gemm(false, true, r, n, d, 1.0f, c, d, map.w, d, 0.0f, cw.data(), n);
+  if (bias_row) std::memcpy(cw.data() + r * n, map.b, sizeof(float) * n);
+  if (auto s = CheckFiniteOutput(cw); !s.ok()) return s;
+
+  if (args.factored_output) {
+    const int64_t cols_u = bias_row ? r + 1 : r;
+    std::vector<float> u_out = NewBuffer(env, L * cols_u);
+    for (int64_t j = 0; j < L; ++j) {
+      std::memcpy(u_out.data() + j * cols_u, u + j * r, sizeof(float) * r);
+      if (bias_row) u_out[j * cols_u + r] = 1.0f;
+    }
+    result.factored = true;
+    result.u = ToTensor(u_out, {L, cols_u}, args.output_dtype);
+    result.c = ToTensor(cw, {rows_c, n}, args.output_dtype);
+    return result;
+  }
+
+  std::vector<float> y = NewBuffer(env, L * n);
+  float beta = 0.0f;
+  if (map.b != nullptr) {
+    for (int64_t j = 0; j < L; ++j) std::memcpy(y.data() + j * n, map.b, sizeof(float) * n);
+    beta = 1.0f;
+  }
+  Gemm(false, false, L, n, r, 1.0f, u, r, cw.data(), n, beta, y.data(), n);
+  if (auto s = CheckFiniteOutput(y); !s.ok()) return s;
+  result.y = ToTensor(y, {L, n}, args.output_dtype);
+  return result;
+}
+
+}  // namespace atp::kernels::cpu

@@ -1,0 +1,333 @@
+#include "cpu/principal_bases_cpu.h"
+
+#include <lapacke.h>
+
+#include <algorithm>
+#include <cmath>
+#include <numbers>
+#include <optional>
+
+#include "absl/strings/str_cat.h"
+#include "absl/types/span.h"
+
+namespace atp::kernels::cpu {
+namespace {
+
+// kAuto takes the exact SVD up to this min(L, d): dgesdd is then a few milliseconds at most.
+constexpr int64_t kExactWidth = 128;
+// Subspace iteration: at least this many power iterations (each X·Z then Xᵀ·Q), at most the
+// second; between them it stops once another iteration gains less than kGainTolerance of the
+// remaining error ||X||² − Σ_{i<=r} σ̃_i² (or less than the f32 noise floor kGainFloor·||X||²).
+// With a per-iteration error ratio ρ the error left is then at most kGainTolerance·ρ/(1−ρ) of the
+// optimum, well inside the 1% of DESIGN.md §1 (tests check it on flat and gapped spectra).
+constexpr int kMinPowerIterations = 2;
+constexpr int kMaxPowerIterations = 12;
+constexpr double kGainTolerance = 1e-3;
+constexpr double kGainFloor = 1e-6;
+// The energy policy on the randomized path starts with this rank and grows the block 4× until the
+// Ritz values reach the wanted energy.
+constexpr int64_t kEnergyStartRank = 32;
+
+absl::Status LapackError(absl::string_view routine, lapack_int info) {
+  return absl::InternalError(absl::StrCat("LAPACK ", routine, " failed with info ", info,
+                                          info > 0 ? " (did not converge)" : " (bad argument)"));
+}
+
+// Applies the sign rule of DESIGN.md §1 to column i of u (rows × ld) and row i of vt (ld_vt).
+template <typename T>
+void ApplySignRule(T* u, int64_t rows, int64_t ld_u, int64_t cols, T* vt, int64_t ld_vt,
+                   int64_t width) {
+  const double tiny = 1e-6 * std::sqrt(static_cast<double>(rows));
+  for (int64_t i = 0; i < cols; ++i) {
+    double t = 0.0;
+    for (int64_t j = 0; j < rows; ++j) t += u[j * ld_u + i];
+    if (std::abs(t) < tiny) {
+      int64_t best = 0;
+      for (int64_t j = 1; j < rows; ++j) {
+        if (std::abs(u[j * ld_u + i]) > std::abs(u[best * ld_u + i])) best = j;
+      }
+      t = u[best * ld_u + i];
+    }
+    if (t < 0) {
+      for (int64_t j = 0; j < rows; ++j) u[j * ld_u + i] = -u[j * ld_u + i];
+      for (int64_t k = 0; k < width; ++k) vt[i * ld_vt + k] = -vt[i * ld_vt + k];
+    }
+  }
+}
+
+double SquaredNorm(const float* x, int64_t n) {
+  // Blocked f64 sums: one long running sum would lose digits at L·d ~ 1e8.
+  double total = 0.0;
+  constexpr int64_t kBlock = 4096;
+  for (int64_t b = 0; b < n; b += kBlock) {
+    double part = 0.0;
+    const int64_t end = std::min(n, b + kBlock);
+    for (int64_t i = b; i < end; ++i) part += static_cast<double>(x[i]) * x[i];
+    total += part;
+  }
+  return total;
+}
+
+void FillEnergy(BasesF32* out, const double* sigma) {
+  double captured = 0.0;
+  for (int64_t i = 0; i < out->rank; ++i) captured += sigma[i] * sigma[i];
+  out->captured_energy = out->total_energy > 0 ? std::min(1.0, captured / out->total_energy) : 1.0;
+}
+
+// Bases of X = 0: σ = 0 and the first r unit vectors, which obey the sign rule.
+BasesF32 ZeroBases(int64_t length, int64_t width, int64_t rank) {
+  BasesF32 out;
+  out.rank = rank;
+  out.u.assign(static_cast<size_t>(length * rank), 0.0f);
+  out.vt.assign(static_cast<size_t>(rank * width), 0.0f);
+  out.s.assign(static_cast<size_t>(rank), 0.0);
+  for (int64_t i = 0; i < rank; ++i) {
+    out.u[i * rank + i] = 1.0f;
+    out.vt[i * width + i] = 1.0f;
+  }
+  out.captured_energy = 1.0;
+  return out;
+}
+
+// The rank to keep from descending squared singular values; nullopt when the energy policy wants
+// more than the first `known` of them hold (and `known` is below the policy's bound).
+std::optional<int64_t> RankFrom(const BasesRequest& req, absl::Span<const double> sigma_sq,
+                                int64_t known, double total) {
+  const int64_t bound = RankUpperBound(req.rank, req.length, req.width, req.max_rank);
+  known = std::min<int64_t>(known, static_cast<int64_t>(sigma_sq.size()));
+  if (req.rank.kind == RankPolicy::Kind::kEnergy && known < bound) {
+    double acc = 0.0;
+    for (int64_t i = 0; i < known; ++i) acc += sigma_sq[i];
+    if (acc < req.rank.value * total) return std::nullopt;
+  }
+  return ResolveRank(req.rank, req.length, req.width, req.max_rank, sigma_sq.subspan(0, known),
+                     total);
+}
+
+// Exact: dgesdd on an f64 copy. The row-major L×d buffer is the column-major d×L matrix Xᵀ, so
+// LAPACK's "u" of Xᵀ is our Vᵀ (row-major r×d) and its "vt" is our U (row-major L×m): no
+// transposes.
+absl::StatusOr<BasesF32> ExactBases(const BasesRequest& req, double total) {
+  const int64_t L = req.length;
+  const int64_t d = req.width;
+  const int64_t m = std::min(L, d);
+  std::vector<double> a(static_cast<size_t>(L * d));
+  std::copy(req.x, req.x + L * d, a.begin());
+  std::vector<double> sigma(static_cast<size_t>(m));
+  std::vector<double> vt_of_xt(static_cast<size_t>(d * m));  // our Vᵀ, [m, d]
+  std::vector<double> u_of_xt(static_cast<size_t>(m * L));    // our U, [L, m]
+  const lapack_int info =
+      LAPACKE_dgesdd(LAPACK_COL_MAJOR, 'S', static_cast<lapack_int>(d), static_cast<lapack_int>(L),
+                     a.data(), static_cast<lapack_int>(d), sigma.data(), vt_of_xt.data(),
+                     static_cast<lapack_int>(d), u_of_xt.data(), static_cast<lapack_int>(m));
+  if (info != 0) return LapackError("dgesdd", info);
+
+  std::vector<double> sigma_sq(sigma.size());
+  for (size_t i = 0; i < sigma.size(); ++i) sigma_sq[i] = sigma[i] * sigma[i];
+  const int64_t r = *RankFrom(req, sigma_sq, m, total);
+  ApplySignRule(u_of_xt.data(), L, m, r, vt_of_xt.data(), d, d);
+
+  BasesF32 out;
+  out.method = DecomposeMethod::kExact;
+  out.rank = r;
+  out.total_energy = total;
+  out.u.resize(static_cast<size_t>(L * r));
+  for (int64_t j = 0; j < L; ++j) {
+    for (int64_t i = 0; i < r; ++i) out.u[j * r + i] = static_cast<float>(u_of_xt[j * m + i]);
+  }
+  out.vt.assign(vt_of_xt.begin(), vt_of_xt.begin() + r * d);
+  out.s.assign(sigma.begin(), sigma.begin() + r);
+  FillEnergy(&out, sigma.data());
+  return out;
+}
+
+// Standard normal numbers from a counter-based generator (splitmix64 + Box–Muller), so a seed
+// gives the same start block on every platform and standard library.
+void FillGaussian(uint64_t seed, float* out, int64_t n) {
+  uint64_t state = seed;
+  auto next = [&state] {
+    uint64_t z = (state += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+  };
+  for (int64_t i = 0; i < n; i += 2) {
+    // Uniforms in (0, 1]: 53 random bits, never 0, so the logarithm is finite.
+    const double u1 = (static_cast<double>(next() >> 11) + 1.0) * 0x1.0p-53;
+    const double u2 = static_cast<double>(next() >> 11) * 0x1.0p-53;
+    const double radius = std::sqrt(-2.0 * std::log(u1));
+    const double angle = 2.0 * std::numbers::pi * u2;
+    out[i] = static_cast<float>(radius * std::cos(angle));
+    if (i + 1 < n) out[i + 1] = static_cast<float>(radius * std::sin(angle));
+  }
+}
+
+// Overwrites the column-major rows×cols matrix a (ld = rows) with an orthonormal basis of its
+// column space (Householder QR, robust to rank deficiency).
+absl::Status Orthonormalize(float* a, int64_t rows, int64_t cols, std::vector<float>* tau) {
+  tau->resize(static_cast<size_t>(cols));
+  const auto m = static_cast<lapack_int>(rows);
+  const auto n = static_cast<lapack_int>(cols);
+  lapack_int info = LAPACKE_sgeqrf(LAPACK_COL_MAJOR, m, n, a, m, tau->data());
+  if (info != 0) return LapackError("sgeqrf", info);
+  info = LAPACKE_sorgqr(LAPACK_COL_MAJOR, m, n, n, a, m, tau->data());
+  if (info != 0) return LapackError("sorgqr", info);
+  return absl::OkStatus();
+}
+
+// Σ of the `rank` largest eigenvalues of B·Bᵀ (B is k×d row-major), i.e. Σ_{i<=rank} σ̃_i².
+absl::StatusOr<double> TopRitzEnergy(const std::vector<float>& b, int64_t k, int64_t d,
+                                     int64_t rank) {
+  std::vector<float> gram(static_cast<size_t>(k * k));
+  Gemm(false, true, k, k, d, 1.0f, b.data(), d, b.data(), d, 0.0f, gram.data(), k);
+  std::vector<double> g(gram.begin(), gram.end());
+  std::vector<double> w(static_cast<size_t>(k));
+  const lapack_int info = LAPACKE_dsyevd(LAPACK_ROW_MAJOR, 'N', 'U', static_cast<lapack_int>(k),
+                                         g.data(), static_cast<lapack_int>(k), w.data());
+  if (info != 0) return LapackError("dsyevd", info);
+  double top = 0.0;
+  for (int64_t i = 0; i < rank; ++i) top += std::max(0.0, w[k - 1 - i]);  // ascending order
+  return top;
+}
+
+// Block subspace iteration with k columns. On return qt (k×L, row-major) holds orthonormal rows
+// spanning the converged left subspace and b = Qᵀ·X (k×d, row-major).
+absl::Status SubspaceIteration(const BasesRequest& req, int64_t k, int64_t rank, double total,
+                               const ExecContext& ctx, std::vector<float>* qt,
+                               std::vector<float>* b) {
+  const int64_t L = req.length;
+  const int64_t d = req.width;
+  // zt (k×d row-major) is the column-major d×k block Z; qt likewise is Q (L×k column-major), which
+  // is what LAPACK's QR wants, and both products below are plain row-major GEMMs with X.
+  std::vector<float> zt(static_cast<size_t>(k * d));
+  FillGaussian(req.seed, zt.data(), k * d);
+  qt->resize(static_cast<size_t>(k * L));
+  b->resize(static_cast<size_t>(k * d));
+  std::vector<float> tau;
+  double previous = -1.0;
+  for (int it = 0;; ++it) {
+    if (auto s = ctx.Check(); !s.ok()) return s;
+    Gemm(false, true, k, L, d, 1.0f, zt.data(), d, req.x, d, 0.0f, qt->data(), L);  // Y = X·Z
+    if (auto s = Orthonormalize(qt->data(), L, k, &tau); !s.ok()) return s;
+    Gemm(false, false, k, d, L, 1.0f, qt->data(), L, req.x, d, 0.0f, b->data(), d);  // B = QᵀX
+    if (it >= kMinPowerIterations) {
+      if (it >= kMaxPowerIterations) break;
+      absl::StatusOr<double> energy = TopRitzEnergy(*b, k, d, rank);
+      if (!energy.ok()) return energy.status();
+      const double gain = *energy - previous;
+      if (previous >= 0 &&
+          gain <= kGainTolerance * std::max(0.0, total - *energy) + kGainFloor * total) {
+        break;
+      }
+      previous = *energy;
+    } else if (it + 1 == kMinPowerIterations) {
+      absl::StatusOr<double> energy = TopRitzEnergy(*b, k, d, rank);
+      if (!energy.ok()) return energy.status();
+      previous = *energy;
+    }
+    std::copy(b->begin(), b->end(), zt.begin());
+    if (auto s = Orthonormalize(zt.data(), d, k, &tau); !s.ok()) return s;  // Z = orth(XᵀQ)
+  }
+  return absl::OkStatus();
+}
+
+// Rayleigh–Ritz on the subspace: B = Ũ·Σ̃·Ṽᵀ (dgesdd in f64), U = Q·Ũ. Same transposition trick
+// as ExactBases: the row-major k×d B is the column-major d×k Bᵀ.
+struct Ritz {
+  std::vector<double> sigma;       // [k]
+  std::vector<double> vt;          // [k, d] row-major
+  std::vector<double> u_small;     // [k, k] row-major
+};
+absl::StatusOr<Ritz> RayleighRitz(const std::vector<float>& b, int64_t k, int64_t d) {
+  Ritz ritz;
+  std::vector<double> a(b.begin(), b.end());
+  ritz.sigma.resize(static_cast<size_t>(k));
+  ritz.vt.resize(static_cast<size_t>(d * k));
+  ritz.u_small.resize(static_cast<size_t>(k * k));
+  const lapack_int info =
+      LAPACKE_dgesdd(LAPACK_COL_MAJOR, 'S', static_cast<lapack_int>(d), static_cast<lapack_int>(k),
+                     a.data(), static_cast<lapack_int>(d), ritz.sigma.data(), ritz.vt.data(),
+                     static_cast<lapack_int>(d), ritz.u_small.data(), static_cast<lapack_int>(k));
+  if (info != 0) return LapackError("dgesdd", info);
+  return ritz;
+}
+
+// Randomized bases for a known target rank (or, for the energy policy, a trial rank). Returns
+// nullopt when the energy policy needs more than `trial` bases.
+absl::StatusOr<std::optional<BasesF32>> RandomizedBases(const BasesRequest& req, int64_t trial,
+                                                        double total, const ExecContext& ctx) {
+  const int64_t L = req.length;
+  const int64_t d = req.width;
+  const int64_t k = SubspaceBlock(trial, L, d);
+  std::vector<float> qt, b;
+  if (auto s = SubspaceIteration(req, k, trial, total, ctx, &qt, &b); !s.ok()) return s;
+  if (auto s = ctx.Check(); !s.ok()) return s;
+  absl::StatusOr<Ritz> ritz = RayleighRitz(b, k, d);
+  if (!ritz.ok()) return ritz.status();
+
+  std::vector<double> sigma_sq(static_cast<size_t>(k));
+  for (int64_t i = 0; i < k; ++i) sigma_sq[i] = ritz->sigma[i] * ritz->sigma[i];
+  const std::optional<int64_t> rank = RankFrom(req, sigma_sq, trial, total);
+  if (!rank.has_value()) return std::optional<BasesF32>();
+  const int64_t r = *rank;
+
+  BasesF32 out;
+  out.method = DecomposeMethod::kRandomized;
+  out.rank = r;
+  out.total_energy = total;
+  std::vector<float> u_small(static_cast<size_t>(k * r));
+  for (int64_t a = 0; a < k; ++a) {
+    for (int64_t i = 0; i < r; ++i) u_small[a * r + i] = static_cast<float>(ritz->u_small[a * k + i]);
+  }
+  out.u.resize(static_cast<size_t>(L * r));
+  Gemm(true, false, L, r, k, 1.0f, qt.data(), L, u_small.data(), r, 0.0f, out.u.data(), r);
+  out.vt.assign(ritz->vt.begin(), ritz->vt.begin() + r * d);
+  out.s.assign(ritz->sigma.begin(), ritz->sigma.begin() + r);
+  ApplySignRule(out.u.data(), L, r, r, out.vt.data(), d, d);
+  FillEnergy(&out, ritz->sigma.data());
+  return std::optional<BasesF32>(std::move(out));
+}
+
+}  // namespace
+
+int64_t SubspaceBlock(int64_t rank, int64_t length, int64_t width) {
+  const int64_t oversampling = std::max<int64_t>(10, rank / 4);
+  return std::min(std::min(length, width), rank + oversampling);
+}
+
+bool AutoPrefersExact(int64_t length, int64_t width, int64_t block) {
+  const int64_t m = std::min(length, width);
+  // Exact costs about 4·L·d·m flops in f64, the subspace iteration about 5 passes of 4·L·d·k in
+  // f32 at twice the speed: exact wins once k reaches about m/2.
+  return m <= kExactWidth || 2 * block >= m;
+}
+
+absl::StatusOr<BasesF32> ComputePrincipalBases(const BasesRequest& req, const ExecContext& ctx,
+                                               const CpuEnv& env) {
+  (void)env;  // OpenBLAS and LAPACK use the backend's thread setting.
+  if (auto s = ctx.Check(); !s.ok()) return s;
+  const int64_t L = req.length;
+  const int64_t d = req.width;
+  const double total = SquaredNorm(req.x, L * d);
+  const int64_t bound = RankUpperBound(req.rank, L, d, req.max_rank);
+  if (total == 0.0) {
+    return ZeroBases(L, d, ResolveRank(req.rank, L, d, req.max_rank, {}, total));
+  }
+  const bool energy = req.rank.kind == RankPolicy::Kind::kEnergy;
+  // Fixed and fraction policies know r before the decomposition; the energy policy tries a rank.
+  int64_t trial = energy ? std::min(bound, kEnergyStartRank)
+                         : ResolveRank(req.rank, L, d, req.max_rank, {}, total);
+
+  for (;;) {
+    const int64_t block = SubspaceBlock(trial, L, d);
+    const bool exact = req.method == DecomposeMethod::kExact ||
+                       (req.method == DecomposeMethod::kAuto && AutoPrefersExact(L, d, block));
+    if (exact) return ExactBases(req, total);
+    absl::StatusOr<std::optional<BasesF32>> bases = RandomizedBases(req, trial, total, ctx);
+    if (!bases.ok()) return bases.status();
+    if (bases->has_value()) return std::move(**bases);
+    trial = std::min(bound, 4 * trial);  // the energy policy wants more bases: grow the block
+  }
+}
+
+}  // namespace atp::kernels::cpu
