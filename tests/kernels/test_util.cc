@@ -141,6 +141,15 @@ oracle::Rank ToOracle(const kernels::RankPolicy& policy) {
   return r;
 }
 
+kernels::LayerSpec Clone(const kernels::LayerSpec& spec) {
+  kernels::LayerSpec copy;
+  copy.kind = spec.kind;
+  copy.attention = spec.attention;
+  copy.linear_default_rank = spec.linear_default_rank;
+  for (const auto& [name, tensor] : spec.weights) copy.weights.emplace(name, tensor.Clone());
+  return copy;
+}
+
 AttentionLayer RandomAttentionLayer(Rng& rng, const AttentionShape& shape, DType dtype) {
   AttentionLayer layer;
   kernels::AttentionConfig& c = layer.spec.attention;

@@ -55,6 +55,9 @@ std::vector<double> ToVec(const kernels::Tensor& t);
 
 oracle::Rank ToOracle(const kernels::RankPolicy& policy);
 
+// A deep copy (LayerSpec is move-only because its tensors are).
+kernels::LayerSpec Clone(const kernels::LayerSpec& spec);
+
 // A random attention layer in both vocabularies. Weights N(0, 1/in_features); biases N(0, 0.25)
 // when `biases`. The oracle holds the values rounded to `dtype`, i.e. what the backend computes
 // with; `exact_oracle` holds the unrounded ones.
