@@ -14,6 +14,11 @@ Subcommands (each exits 0 only when every check passed, and prints one line per 
               tests/deploy/values-invalid/ must be rejected with the message its `# expect:` line names.
   self-test   Breaks copies of the chart in ways the `chart` checks must catch (template syntax,
               schema-invalid fields, wrong probe, missing GPU limit, ...) and fails if one slips by.
+  worker      Starts the real atp-worker with every flagfile the chart renders (Secret files mirrored
+              with a test certificate and token; listeners moved to free loopback ports): it must
+              start, answer SERVING on its health listener for "" and "atp.v1.Worker" (what the
+              kubelet probes ask) and on its gRPC port (TLS/mTLS as configured), export the gauges
+              the HPA scales on, and exit 0 on SIGTERM.
   docker      hadolint on the Dockerfile, shellcheck on its scripts, and the recipe's contract
               (CUDA 13 devel -> runtime bases, Debian 12 CPU variant, the README's CMake targets,
               non-root user, HEALTHCHECK via `atp health`, build packages in step with tools/setup.sh).
@@ -212,6 +217,7 @@ def expected_flags(values, pool):
         "--metrics-listen": f"{host}:{ports['metrics']}",
         "--backend": worker["backend"] if gpu else "cpu",
         "--log-format": worker["logFormat"],
+        "--log-level": worker["logLevel"],
         "--chunk-bytes": str(worker["chunkBytes"]),
         "--drain-timeout": f"{worker['drainTimeoutSeconds']}s",
     }
@@ -734,6 +740,15 @@ DOCKER_MUTATIONS = [
 ]
 
 
+# Mutations only the real worker can catch (run when self-test gets --worker).
+WORKER_MUTATIONS = [
+    ("flag the worker does not know", "templates/_helpers.tpl", "--chunk-bytes=", "--chunk-size=",
+     "unknown flag --chunk-size"),
+    ("HPA gauge the worker does not export", "values.yaml", "metricName: atp_queue_depth",
+     "metricName: atp_queue_len", "/metrics has no atp_queue_len"),
+]
+
+
 def _mutated_run(description, source_dir, rel, old, new, expect, command, tmp):
     """Copies source_dir, applies one mutation, runs a subcommand on the copy; True if caught."""
     copy_dir = pathlib.Path(tmp) / source_dir.name
@@ -761,11 +776,16 @@ def run_self_test(args):
     chart_dir = pathlib.Path(args.chart).resolve()
     docker_dir = pathlib.Path(args.dockerfile).resolve().parent
     dockerfile_name = pathlib.Path(args.dockerfile).name
-    escaped, total = 0, len(MUTATIONS) + len(DOCKER_MUTATIONS)
+    worker_mutations = WORKER_MUTATIONS if args.worker else []
+    escaped, total = 0, len(MUTATIONS) + len(DOCKER_MUTATIONS) + len(worker_mutations)
     with tempfile.TemporaryDirectory(prefix="atp-deploy-selftest-") as tmp:
         for description, rel, old, new, expect in MUTATIONS:
             if not _mutated_run(description, chart_dir, rel, old, new, expect,
                                 lambda d: ["chart", "--chart", str(d), "--fail-fast"], tmp):
+                escaped += 1
+        for description, rel, old, new, expect in worker_mutations:
+            if not _mutated_run(description, chart_dir, rel, old, new, expect,
+                                lambda d: ["worker", "--worker", args.worker, "--chart", str(d)], tmp):
                 escaped += 1
         for description, rel, old, new, expect in DOCKER_MUTATIONS:
             if not _mutated_run(description, docker_dir, rel, old, new, expect,
@@ -846,6 +866,153 @@ def run_docker(args):
     return finish(failures, "Dockerfile, .dockerignore and scripts")
 
 
+# ------------------------------------------------------------------------------------------------
+# The chart's flagfiles against the real worker.
+def _make_secret_files(root, values):
+    """Writes what the chart's Secret volumes would hold under root/etc/atp/...: a self-signed
+    certificate (also the CA and the client certificate) and a token."""
+    pem = root / "pem"
+    pem.mkdir(exist_ok=True)
+    if not (pem / "cert.pem").exists():
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                        "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+                        "-keyout", str(pem / "key.pem"), "-out", str(pem / "cert.pem")],
+                       check=True, capture_output=True, timeout=60)
+        (pem / "token").write_text("deploy-test-token\n")
+    etc = root / "etc" / "atp"
+    shutil.rmtree(etc, ignore_errors=True)
+    tls, auth = values["tls"], values["auth"]
+    files = {f"tls/{tls['certKey']}": "cert.pem", f"tls/{tls['keyKey']}": "key.pem",
+             f"client-ca/{tls['clientAuth']['caKey']}": "cert.pem", f"auth/{auth['tokenKey']}": "token"}
+    if tls["caKey"]:
+        files[f"tls/{tls['caKey']}"] = "cert.pem"
+    for rel, source in files.items():
+        (etc / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(pem / source, etc / rel)
+    return (pem / "cert.pem").read_bytes(), (pem / "key.pem").read_bytes()
+
+
+def _grpc_health(channel, service, deadline_s):
+    """Polls grpc.health.v1 Check until SERVING or the deadline; returns the last status name."""
+    import time
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    stub = health_pb2_grpc.HealthStub(channel)
+    end, last = time.monotonic() + deadline_s, "no answer"
+    while time.monotonic() < end:
+        try:
+            status = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=2).status
+            last = health_pb2.HealthCheckResponse.ServingStatus.Name(status)
+            if last == "SERVING":
+                return last
+        except grpc.RpcError as error:
+            last = f"{error.code().name}: {error.details()}"
+        time.sleep(0.1)
+    return last
+
+
+def _check_worker_with_flagfile(worker, flagfile, values, pool, cert, key, where, failures):
+    import selectors
+    import signal
+    import time
+    import urllib.request
+    import grpc
+    # The flagfile exactly as the chart renders it; the listeners move to free loopback ports.
+    cmd = [str(worker), f"--flagfile={flagfile}", "--listen=127.0.0.1:0", "--health-listen=127.0.0.1:0",
+           "--metrics-listen=127.0.0.1:0", "--backend=cpu", "--log-format=json", "--log-level=info"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    started, log = None, []
+    try:
+        selector = selectors.DefaultSelector()
+        selector.register(proc.stderr, selectors.EVENT_READ)
+        end = time.monotonic() + 30
+        while started is None and time.monotonic() < end and proc.poll() is None:
+            if selector.select(timeout=0.5):
+                line = proc.stderr.readline()
+                log.append(line)
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue
+                if record.get("msg") == "worker started":
+                    started = record
+        if not failures.check(started, where, f"atp-worker did not start with the chart's flagfile: "
+                                              f"rc {proc.poll()}, stderr: {''.join(log)[-1500:]}"):
+            return
+        health = grpc.insecure_channel(f"127.0.0.1:{started['health_port']}")
+        for service in (LIVENESS_SERVICE, READINESS_SERVICE):
+            status = _grpc_health(health, service, 20)
+            failures.check(status == "SERVING", where,
+                           f"health listener answers {status} for service {service!r} (the kubelet probe)")
+        health.close()
+        tls = values["tls"]
+        if tls["enabled"]:
+            creds = grpc.ssl_channel_credentials(
+                root_certificates=cert,
+                private_key=key if tls["clientAuth"]["enabled"] else None,
+                certificate_chain=cert if tls["clientAuth"]["enabled"] else None)
+            main = grpc.secure_channel(f"127.0.0.1:{started['port']}", creds,
+                                       options=[("grpc.ssl_target_name_override", "localhost")])
+        else:
+            main = grpc.insecure_channel(f"127.0.0.1:{started['port']}")
+        status = _grpc_health(main, READINESS_SERVICE, 20)
+        failures.check(status == "SERVING", where, f"gRPC port answers {status} for {READINESS_SERVICE!r}")
+        main.close()
+        failures.check(started.get("tls") is tls["enabled"] and
+                       started.get("mtls") is (tls["enabled"] and tls["clientAuth"]["enabled"]) and
+                       started.get("token") is values["auth"]["enabled"], where,
+                       f"worker started with tls/mtls/token {started.get('tls')}/{started.get('mtls')}/"
+                       f"{started.get('token')}, want the chart's settings")
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{started['metrics_port']}/metrics",
+                                         timeout=10).read().decode()
+        autoscaling = pool["autoscaling"]
+        for gauge in (autoscaling["inflightRequests"]["metricName"], autoscaling["queueDepth"]["metricName"]):
+            failures.check(re.search(rf"^{re.escape(gauge)}[ {{]", metrics, re.M), where,
+                           f"/metrics has no {gauge}, the gauge the HPA scales on")
+        proc.send_signal(signal.SIGTERM)
+        try:
+            rc = proc.wait(timeout=pool["worker"]["drainTimeoutSeconds"] + 30)
+            failures.check(rc == 0, where, f"atp-worker exited {rc} after SIGTERM, want 0")
+        except subprocess.TimeoutExpired:
+            failures.add(where, "atp-worker did not exit after SIGTERM")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+        proc.stderr.close()
+
+
+def run_worker(args):
+    import helm_python as helm
+    failures = Failures()
+    worker = pathlib.Path(args.worker).resolve()
+    if not worker.is_file():
+        failures.add("worker", f"no atp-worker binary at {worker}")
+        return finish(failures, "")
+    chart_dir = pathlib.Path(args.chart).resolve()
+    checked = 0
+    with tempfile.TemporaryDirectory(prefix="atp-deploy-worker-") as tmp, helm.Chart.load(chart_dir) as chart:
+        root = pathlib.Path(tmp)
+        for path in sorted(VALUES_DIR.glob("*.yaml")):
+            values = yaml.load(path.read_text(), Loader=StrictLoader) or {}
+            objects, _ = render(chart, values)
+            merged = chart.merge_values(values)
+            cert, key = _make_secret_files(root, merged)
+            configmaps = {o["metadata"]["name"]: o for docs in objects.values() for o in docs
+                          if o["kind"] == "ConfigMap"}
+            for pool in effective_pools(merged, chart_dir):
+                name = pool_fullname(merged, pool)
+                where = f"{path.stem}/pool {pool['name']}"
+                text = configmaps[name]["data"]["worker.flags"].replace("/etc/atp/", f"{root}/etc/atp/")
+                flagfile = root / f"{path.stem}-{pool['name']}.flags"
+                flagfile.write_text(text)
+                before = len(failures.items)
+                _check_worker_with_flagfile(worker, flagfile, merged, pool, cert, key, where, failures)
+                checked += 1
+                print(f"  {where}: {'ok' if len(failures.items) == before else 'FAILED'}")
+    return finish(failures, f"atp-worker started with {checked} rendered flagfiles")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -855,10 +1022,15 @@ def main():
     selftest = sub.add_parser("self-test")
     selftest.add_argument("--chart", default=str(CHART))
     selftest.add_argument("--dockerfile", default=str(DOCKERFILE))
+    selftest.add_argument("--worker", help="atp-worker binary: also break the chart's contract with it")
     docker = sub.add_parser("docker")
     docker.add_argument("--dockerfile", default=str(DOCKERFILE))
+    worker = sub.add_parser("worker")
+    worker.add_argument("--worker", required=True, help="path of the atp-worker binary")
+    worker.add_argument("--chart", default=str(CHART))
     args = parser.parse_args()
-    return {"chart": run_chart, "self-test": run_self_test, "docker": run_docker}[args.command](args)
+    return {"chart": run_chart, "self-test": run_self_test, "docker": run_docker,
+            "worker": run_worker}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -207,6 +207,7 @@ The worker's flagfile for one pool: one `--flag=value` per line. Argument: dict 
 --device={{ $w.device | int }}
 {{- end }}
 --log-format={{ $w.logFormat }}
+--log-level={{ $w.logLevel }}
 --chunk-bytes={{ $w.chunkBytes | int64 }}
 --drain-timeout={{ $w.drainTimeoutSeconds | int }}s
 {{- range $flag, $key := dict "threads" "threads" "max-tensor-bytes" "maxTensorBytes" "max-sequence-length" "maxSequenceLength" "max-rank" "maxRank" "max-inflight-requests" "maxInflightRequests" "max-inflight-per-stream" "maxInflightPerStream" "max-queue-depth" "maxQueueDepth" "max-inflight-bytes" "maxInflightBytes" "max-resident-layer-bytes" "maxResidentLayerBytes" }}
