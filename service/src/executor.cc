@@ -17,7 +17,6 @@ Executor::~Executor() {
 }
 
 absl::Status Executor::Submit(Task task) {
-  int depth;
   {
     absl::MutexLock lock(&mu_);
     if (stopping_) return absl::UnavailableError("the worker is shutting down");
@@ -26,9 +25,9 @@ absl::Status Executor::Submit(Task task) {
           "the executor queue is full (", max_queue_depth_, " requests wait for the backend)"));
     }
     queue_.push_back(std::move(task));
-    depth = static_cast<int>(queue_.size());
+    // Under the lock, so that the observer sees the depths in order.
+    if (observer_) observer_(static_cast<int>(queue_.size()));
   }
-  if (observer_) observer_(depth);
   return absl::OkStatus();
 }
 
@@ -49,7 +48,6 @@ void Executor::Shutdown() {
 void Executor::Run() {
   for (;;) {
     Task task;
-    int depth;
     {
       absl::MutexLock lock(&mu_);
       auto ready = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return stopping_ || !queue_.empty(); };
@@ -57,9 +55,8 @@ void Executor::Run() {
       if (queue_.empty()) return;  // stopping and drained
       task = std::move(queue_.front());
       queue_.pop_front();
-      depth = static_cast<int>(queue_.size());
+      if (observer_) observer_(static_cast<int>(queue_.size()));
     }
-    if (observer_) observer_(depth);
     task(*backend_);
   }
 }

@@ -36,8 +36,8 @@ class Executor {
 
   // Tasks waiting now.
   int queue_depth() const;
-  // Called with the new depth whenever it changes (from the thread that changed it). Set before
-  // the first Submit.
+  // Called with the new depth whenever it changes, under the executor's lock (so it must not call
+  // back into the executor). Set before the first Submit.
   void set_depth_observer(std::function<void(int)> observer) { observer_ = std::move(observer); }
 
   // Stops accepting tasks, runs every queued task, joins the thread. Idempotent.

@@ -43,7 +43,7 @@ class WatchReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
   void OnShutdown() override {
     absl::MutexLock lock(&mu_);
     shutdown_ = true;
-    if (!writing_) FinishLocked(grpc::Status(grpc::StatusCode::UNAVAILABLE, "the server is shutting down"));
+    WriteLocked();
   }
 
   void OnWriteDone(bool ok) override {
@@ -51,10 +51,6 @@ class WatchReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
     writing_ = false;
     if (!ok) {
       FinishLocked(grpc::Status(grpc::StatusCode::CANCELLED, "the watch stream broke"));
-      return;
-    }
-    if (shutdown_) {
-      FinishLocked(grpc::Status(grpc::StatusCode::UNAVAILABLE, "the server is shutting down"));
       return;
     }
     WriteLocked();
@@ -77,9 +73,16 @@ class WatchReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
   }
 
  private:
-  // Sends the latest status if it differs from the last one sent and no write is in flight.
+  // Sends the latest status if it differs from the last one sent and no write is in flight; after
+  // a shutdown, ends the watch once the last status is out.
   void WriteLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    if (finished_ || writing_ || !pending_.has_value() || pending_ == sent_) return;
+    if (finished_ || writing_) return;
+    if (!pending_.has_value() || pending_ == sent_) {
+      if (shutdown_) {
+        FinishLocked(grpc::Status(grpc::StatusCode::UNAVAILABLE, "the server is shutting down"));
+      }
+      return;
+    }
     HealthCheckResponse response;
     response.set_status(*pending_);
     sent_ = pending_;

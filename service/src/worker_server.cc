@@ -368,10 +368,11 @@ void WorkerServer::Shutdown(absl::Duration drain_timeout) {
   s.monitor_stop.Notify();
   if (s.monitor.joinable()) s.monitor.join();
   s.health.Shutdown();
-  // Cancels whatever is still open (unary calls finish at once; streams were drained).
-  const auto now = std::chrono::system_clock::now();
-  if (s.probe_server) s.probe_server->Shutdown(now);
-  s.server->Shutdown(now);
+  // Health watches end after their last status; unary calls finish at once; Compute streams were
+  // drained (or are cancelled now). A second bounds the wait for anything left.
+  const auto deadline = std::chrono::system_clock::now() + std::chrono::seconds(1);
+  if (s.probe_server) s.probe_server->Shutdown(deadline);
+  s.server->Shutdown(deadline);
   s.executor->Shutdown();
   s.registry->Clear();
   s.metrics.reset();
