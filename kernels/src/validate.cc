@@ -77,8 +77,7 @@ absl::Status ValidateAtpAttention(const AttentionConfig& config, const AtpAttent
   return CheckDType(args.output_dtype, "output dtype");
 }
 
-absl::Status ValidateExactAttention(const AttentionConfig& config,
-                                    const ExactAttentionArgs& args) {
+absl::Status ValidateExactAttention(const AttentionConfig& config, const ExactAttentionArgs& args) {
   if (auto s = ValidateAttentionConfig(config); !s.ok()) return s;
   if (auto s = CheckSequence(config, args.x); !s.ok()) return s;
   return CheckDType(args.output_dtype, "output dtype");
@@ -89,8 +88,8 @@ absl::Status ValidateLowRankLinear(const LayerSpec& layer, const LowRankLinearAr
   if (!names.ok()) return names.status();
   const Tensor& w = layer.weights.find(names->weight)->second;
   if (w.rank() != 2) {
-    return absl::InvalidArgumentError(absl::StrCat(names->weight, " has shape ",
-                                                   ShapeString(w.shape()), ", want [n, d]"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(names->weight, " has shape ", ShapeString(w.shape()), ", want [n, d]"));
   }
   const int64_t d = w.dim(1);
   if (args.factored_input) {
@@ -101,13 +100,13 @@ absl::Status ValidateLowRankLinear(const LayerSpec& layer, const LowRankLinearAr
     const int64_t r = args.u.dim(1);
     if (args.c.dim(0) != r || args.c.dim(1) != d) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "c has shape ", ShapeString(args.c.shape), ", want [", r, ", ", d,
-          "] (rank of u ", ShapeString(args.u.shape), ", in_features of ", names->weight, ")"));
+          "c has shape ", ShapeString(args.c.shape), ", want [", r, ", ", d, "] (rank of u ",
+          ShapeString(args.u.shape), ", in_features of ", names->weight, ")"));
     }
     if (auto s = CheckMaxRank(args.max_rank); !s.ok()) return s;
     if (args.max_rank > 0 && r > args.max_rank) {
-      return absl::InvalidArgumentError(absl::StrCat("factored input has rank ", r,
-                                                     ", want <= the max rank ", args.max_rank));
+      return absl::InvalidArgumentError(
+          absl::StrCat("factored input has rank ", r, ", want <= the max rank ", args.max_rank));
     }
     if (auto s = CheckFinite(args.u, "u"); !s.ok()) return s;
     if (auto s = CheckFinite(args.c, "c"); !s.ok()) return s;

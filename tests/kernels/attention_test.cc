@@ -45,8 +45,7 @@ struct AtpRun {
 };
 
 AtpRun RunAtp(Backend& backend, const LayerHandle& layer, const Tensor& x,
-              std::optional<RankPolicy> rank, int64_t max_rank = 0,
-              DType output = DType::kF32) {
+              std::optional<RankPolicy> rank, int64_t max_rank = 0, DType output = DType::kF32) {
   AtpAttentionArgs args;
   args.x = x.view();
   args.rank = rank;
@@ -86,8 +85,8 @@ struct Case {
 };
 std::vector<Case> AwkwardCases() {
   std::vector<Case> cases;
-  auto add = [&](int64_t L, int64_t d, int64_t h, int64_t hkv, int64_t dh, bool biases,
-                 KeyScale ks, float scale = 0) {
+  auto add = [&](int64_t L, int64_t d, int64_t h, int64_t hkv, int64_t dh, bool biases, KeyScale ks,
+                 float scale = 0) {
     AttentionShape s;
     s.d_model = d;
     s.heads = h;
@@ -101,7 +100,7 @@ std::vector<Case> AwkwardCases() {
   add(1, 5, 1, 1, 3, true, KeyScale::kNone);
   add(1, 8, 2, 1, 4, false, KeyScale::kInvSqrtLen);
   add(7, 13, 3, 3, 5, true, KeyScale::kInvSqrtLen);
-  add(9, 24, 4, 2, 6, false, KeyScale::kNone);       // L < d
+  add(9, 24, 4, 2, 6, false, KeyScale::kNone);        // L < d
   add(37, 12, 4, 1, 3, true, KeyScale::kNone, 0.3f);  // L > d, one KV head
   add(50, 16, 8, 2, 2, true, KeyScale::kInvSqrtLen);
   add(23, 23, 2, 2, 11, false, KeyScale::kInvSqrtLen);
@@ -154,8 +153,7 @@ TEST(AtpAttentionTest, MatchesOracleOnTheRandomizedBasisPath) {
     for (int64_t i = 0; i < s.d_model; ++i) {
       sigma[i] = i < r ? 40 * std::pow(0.8, double(i)) : 0.5 * std::pow(0.99, double(i));
     }
-    const Mat x =
-        testing::Rounded(testing::WithSpectrum(rng, L, s.d_model, sigma), DType::kF32);
+    const Mat x = testing::Rounded(testing::WithSpectrum(rng, L, s.d_model, sigma), DType::kF32);
     const oracle::AtpOut want =
         oracle::AtpAttention(layer.oracle, x, {oracle::Rank::Kind::kFixed, double(r)});
     const AtpRun got = RunAtp(*backend, *handle, ToTensor(x), RankPolicy::Fixed(r));
@@ -258,7 +256,8 @@ TEST(AtpAttentionTest, LowPrecisionInputsWeightsAndOutputs) {
     // Against the unrounded layer and input: the low-precision tolerance of DESIGN.md §1.
     const Mat want = oracle::AtpAttention(layer.exact_oracle, x, rank).y;
     EXPECT_LE(oracle::RelativeError(got.y, want), 2e-2);
-    const AtpRun low = RunAtp(*backend, *handle, ToTensor(x, dtype), RankPolicy::Fixed(r), 0, dtype);
+    const AtpRun low =
+        RunAtp(*backend, *handle, ToTensor(x, dtype), RankPolicy::Fixed(r), 0, dtype);
     EXPECT_LE(oracle::RelativeError(low.y, want), 2e-2);
   }
 }
@@ -275,8 +274,7 @@ TEST(ExactAttentionTest, MatchesOracleOnAwkwardShapes) {
     for (bool causal : {false, true}) {
       SCOPED_TRACE(Describe(c.L, c.shape) + (causal ? " causal" : ""));
       const Mat got = RunExact(*backend, *handle, ToTensor(x), causal);
-      EXPECT_LE(oracle::RelativeError(got, oracle::ExactAttention(layer.oracle, x, causal)),
-                1e-4);
+      EXPECT_LE(oracle::RelativeError(got, oracle::ExactAttention(layer.oracle, x, causal)), 1e-4);
     }
   }
 }

@@ -33,7 +33,8 @@ std::unique_ptr<LayerHandle> Load(Backend& backend, LayerSpec spec) {
   return handle.ok() ? *std::move(handle) : nullptr;
 }
 
-LowRankLinearResult RunLinear(Backend& backend, const LayerHandle& layer, const LowRankLinearArgs& args) {
+LowRankLinearResult RunLinear(Backend& backend, const LayerHandle& layer,
+                              const LowRankLinearArgs& args) {
   absl::StatusOr<LowRankLinearResult> result = backend.LowRankLinear(layer, args, ExecContext{});
   EXPECT_TRUE(result.ok()) << result.status();
   return result.ok() ? *std::move(result) : LowRankLinearResult{};
@@ -115,8 +116,8 @@ TEST(LowRankLinearTest, FactoredInputMatchesOracle) {
   struct Case {
     int64_t L, r, d, n;
   };
-  for (const Case& c : {Case{1, 1, 1, 1}, Case{5, 1, 9, 4}, Case{12, 7, 3, 10},
-                        Case{40, 9, 33, 21}}) {
+  for (const Case& c :
+       {Case{1, 1, 1, 1}, Case{5, 1, 9, 4}, Case{12, 7, 3, 10}, Case{40, 9, 33, 21}}) {
     for (bool bias : {true, false}) {
       const testing::LinearLayer layer = testing::RandomLinearLayer(rng, c.n, c.d, bias);
       auto handle = Load(*backend, testing::Clone(layer.spec));
@@ -125,8 +126,8 @@ TEST(LowRankLinearTest, FactoredInputMatchesOracle) {
       const Tensor u_tensor = ToTensor(u);
       const Tensor c_tensor = ToTensor(cm);
       for (bool factored : {false, true}) {
-        SCOPED_TRACE(absl::StrCat("L=", c.L, " r=", c.r, " d=", c.d, " n=", c.n,
-                                  " bias=", bias, " factored output=", factored));
+        SCOPED_TRACE(absl::StrCat("L=", c.L, " r=", c.r, " d=", c.d, " n=", c.n, " bias=", bias,
+                                  " factored output=", factored));
         LowRankLinearArgs args;
         args.factored_input = true;
         args.u = u_tensor.view();

@@ -33,8 +33,9 @@ struct BasesRun {
   std::vector<double> s;
 };
 
-BasesRun Decompose(Backend& backend, const Tensor& x, const RankPolicy& rank, DecomposeMethod method,
-              int64_t max_rank = 0, uint64_t seed = 7, DType output = DType::kF32) {
+BasesRun Decompose(Backend& backend, const Tensor& x, const RankPolicy& rank,
+                   DecomposeMethod method, int64_t max_rank = 0, uint64_t seed = 7,
+                   DType output = DType::kF32) {
   PrincipalBasesArgs args;
   args.x = x.view();
   args.rank = rank;
@@ -145,8 +146,7 @@ TEST(PrincipalBasesTest, RandomizedMatchesExactSvdOnGappedSpectrum) {
         testing::WithSpectrum(rng, c.L, c.d, GappedSpectrum(rng, m, c.r, 50, 0.85, 1)),
         DType::kF32);
     const oracle::Svd svd = oracle::ThinSvd(x);
-    const oracle::Bases want =
-        oracle::PrincipalBases(x, {oracle::Rank::Kind::kFixed, double(c.r)});
+    const oracle::Bases want = oracle::PrincipalBases(x, {oracle::Rank::Kind::kFixed, double(c.r)});
     const BasesRun got =
         Decompose(*backend, ToTensor(x), RankPolicy::Fixed(c.r), DecomposeMethod::kRandomized);
     ASSERT_EQ(got.bases.rank, c.r);
@@ -209,13 +209,13 @@ TEST(PrincipalBasesTest, RankPoliciesMatchTheOracle) {
     int64_t backend_max;
   };
   const Case cases[] = {
-      {RankPolicy::Fixed(5), 0},          {RankPolicy::Fixed(500), 0},
-      {RankPolicy::Fixed(9, 4), 0},       {RankPolicy::Fixed(9), 3},
-      {RankPolicy::Fraction(0.25), 0},    {RankPolicy::Fraction(1.0), 0},
-      {RankPolicy::Fraction(0.01), 0},    {RankPolicy::Fraction(0.5, 6), 0},
-      {RankPolicy::Energy(0.5), 0},       {RankPolicy::Energy(0.9), 0},
-      {RankPolicy::Energy(0.999), 0},     {RankPolicy::Energy(1.0), 0},
-      {RankPolicy::Energy(0.999, 3), 0},  {RankPolicy::Energy(0.999), 2},
+      {RankPolicy::Fixed(5), 0},         {RankPolicy::Fixed(500), 0},
+      {RankPolicy::Fixed(9, 4), 0},      {RankPolicy::Fixed(9), 3},
+      {RankPolicy::Fraction(0.25), 0},   {RankPolicy::Fraction(1.0), 0},
+      {RankPolicy::Fraction(0.01), 0},   {RankPolicy::Fraction(0.5, 6), 0},
+      {RankPolicy::Energy(0.5), 0},      {RankPolicy::Energy(0.9), 0},
+      {RankPolicy::Energy(0.999), 0},    {RankPolicy::Energy(1.0), 0},
+      {RankPolicy::Energy(0.999, 3), 0}, {RankPolicy::Energy(0.999), 2},
   };
   for (const Case& c : cases) {
     SCOPED_TRACE(RankPolicyString(c.policy) + " backend max " + std::to_string(c.backend_max));
@@ -247,8 +247,8 @@ TEST(PrincipalBasesTest, EnergyPolicyGrowsTheRandomizedBlock) {
   double acc = 0;
   for (int i = 0; i < 44; ++i) acc += svd.s[i] * svd.s[i];
   const double tau = (acc + 0.5 * svd.s[44] * svd.s[44]) / total;
-  const BasesRun got = Decompose(*backend, ToTensor(x), RankPolicy::Energy(tau),
-                            DecomposeMethod::kRandomized);
+  const BasesRun got =
+      Decompose(*backend, ToTensor(x), RankPolicy::Energy(tau), DecomposeMethod::kRandomized);
   EXPECT_EQ(got.bases.rank, 45);
   EXPECT_GE(got.bases.captured_energy, tau);
   const oracle::Bases want = oracle::PrincipalBases(x, {oracle::Rank::Kind::kFixed, 45});
@@ -312,8 +312,10 @@ TEST(PrincipalBasesTest, SignRuleMakesColumnSumsPositive) {
   // Flipping the input flips u: the rule must undo it.
   Mat neg = x;
   for (double& v : neg.v) v = -v;
-  const BasesRun a = Decompose(*backend, ToTensor(x), RankPolicy::Fixed(20), DecomposeMethod::kExact);
-  const BasesRun b = Decompose(*backend, ToTensor(neg), RankPolicy::Fixed(20), DecomposeMethod::kExact);
+  const BasesRun a =
+      Decompose(*backend, ToTensor(x), RankPolicy::Fixed(20), DecomposeMethod::kExact);
+  const BasesRun b =
+      Decompose(*backend, ToTensor(neg), RankPolicy::Fixed(20), DecomposeMethod::kExact);
   ExpectSignRule(a.u);
   ExpectSignRule(b.u);
   EXPECT_LE(oracle::RelativeError(a.u, b.u), 1e-5);
@@ -346,10 +348,10 @@ TEST(PrincipalBasesTest, SameSeedGivesSameBases) {
   Rng rng(seed);
   auto backend = Cpu();
   const Mat x = testing::Rounded(testing::RandomMat(rng, 200, 150), DType::kF32);
-  const BasesRun a = Decompose(*backend, ToTensor(x), RankPolicy::Fixed(6),
-                          DecomposeMethod::kRandomized, 0, 42);
-  const BasesRun b = Decompose(*backend, ToTensor(x), RankPolicy::Fixed(6),
-                          DecomposeMethod::kRandomized, 0, 42);
+  const BasesRun a =
+      Decompose(*backend, ToTensor(x), RankPolicy::Fixed(6), DecomposeMethod::kRandomized, 0, 42);
+  const BasesRun b =
+      Decompose(*backend, ToTensor(x), RankPolicy::Fixed(6), DecomposeMethod::kRandomized, 0, 42);
   EXPECT_EQ(a.u.v, b.u.v);
   EXPECT_EQ(a.vt.v, b.vt.v);
   EXPECT_EQ(a.s, b.s);
@@ -371,16 +373,16 @@ TEST(PrincipalBasesTest, LowPrecisionInputsAndOutputs) {
     const oracle::Bases want_seen = oracle::PrincipalBases(seen, {oracle::Rank::Kind::kFixed, 5});
     const oracle::Bases want = oracle::PrincipalBases(x, {oracle::Rank::Kind::kFixed, 5});
     // Input in dtype, output f32: exact on what the backend sees.
-    const BasesRun in = Decompose(*backend, ToTensor(x, dtype), RankPolicy::Fixed(5),
-                             DecomposeMethod::kAuto);
+    const BasesRun in =
+        Decompose(*backend, ToTensor(x, dtype), RankPolicy::Fixed(5), DecomposeMethod::kAuto);
     EXPECT_LE(oracle::RelativeError(in.u, want_seen.u), 1e-4);
     EXPECT_LE(oracle::RelativeError(in.s, want_seen.s), 1e-6);
     EXPECT_LE(oracle::RelativeError(in.u, want.u), 2e-2);
     // Output in dtype.
-    const BasesRun out = Decompose(*backend, ToTensor(x), RankPolicy::Fixed(5), DecomposeMethod::kAuto,
-                              0, 7, dtype);
-    const oracle::Bases want_f32 = oracle::PrincipalBases(testing::Rounded(x, DType::kF32),
-                                                          {oracle::Rank::Kind::kFixed, 5});
+    const BasesRun out =
+        Decompose(*backend, ToTensor(x), RankPolicy::Fixed(5), DecomposeMethod::kAuto, 0, 7, dtype);
+    const oracle::Bases want_f32 =
+        oracle::PrincipalBases(testing::Rounded(x, DType::kF32), {oracle::Rank::Kind::kFixed, 5});
     EXPECT_LE(oracle::RelativeError(out.u, want_f32.u), 2e-2);
     EXPECT_LE(oracle::RelativeError(out.vt, want_f32.vt), 2e-2);
     EXPECT_LE(oracle::RelativeError(out.s, want_f32.s), 1e-6);

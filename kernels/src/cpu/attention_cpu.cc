@@ -91,8 +91,8 @@ absl::StatusOr<AtpAttentionResult> AtpAttentionCpu(const AttentionConfig& config
   std::vector<float> scores(static_cast<size_t>(L * r));
   for (int64_t h = 0; h < heads; ++h) {
     const int64_t g = h / group;
-    Gemm(false, true, L, r, dh, scale, q.data() + h * dh, q_dim, keys.data() + g * dh, kv_dim,
-         0.0f, scores.data(), r);
+    Gemm(false, true, L, r, dh, scale, q.data() + h * dh, q_dim, keys.data() + g * dh, kv_dim, 0.0f,
+         scores.data(), r);
     SoftmaxRows(scores.data(), L, r, r, env);
     Gemm(false, false, L, dh, r, 1.0f, scores.data(), r, values.data() + g * dh, kv_dim, 0.0f,
          heads_out.data() + h * dh, q_dim);
@@ -145,13 +145,12 @@ absl::StatusOr<Tensor> ExactAttentionCpu(const AttentionConfig& config,
       Gemm(false, true, rows, keys, dh, scale, q.data() + i0 * q_dim + h * dh, q_dim,
            k.data() + g * dh, kv_dim, 0.0f, scores.data(), keys);
       if (args.causal) {
-        SoftmaxRows(scores.data(), rows, keys, keys, env,
-                    [i0](int64_t i) { return i0 + i + 1; });
+        SoftmaxRows(scores.data(), rows, keys, keys, env, [i0](int64_t i) { return i0 + i + 1; });
       } else {
         SoftmaxRows(scores.data(), rows, keys, keys, env);
       }
-      Gemm(false, false, rows, dh, keys, 1.0f, scores.data(), keys, v.data() + g * dh, kv_dim,
-           0.0f, heads_out.data() + i0 * q_dim + h * dh, q_dim);
+      Gemm(false, false, rows, dh, keys, 1.0f, scores.data(), keys, v.data() + g * dh, kv_dim, 0.0f,
+           heads_out.data() + i0 * q_dim + h * dh, q_dim);
     }
     if (auto s = ctx.Check(); !s.ok()) return s;
   }

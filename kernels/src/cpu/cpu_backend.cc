@@ -26,8 +26,7 @@ using cpu::CpuEnv;
 using cpu::CpuLayer;
 
 absl::Status OutOfMemory(absl::string_view what) {
-  return absl::ResourceExhaustedError(
-      absl::StrCat("out of host memory while computing ", what));
+  return absl::ResourceExhaustedError(absl::StrCat("out of host memory while computing ", what));
 }
 
 // Reads "Name:  123 kB" from /proc/meminfo; 0 when absent.

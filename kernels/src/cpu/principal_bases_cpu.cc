@@ -115,7 +115,7 @@ absl::StatusOr<BasesF32> ExactBases(const BasesRequest& req, double total) {
   std::copy(req.x, req.x + L * d, a.begin());
   std::vector<double> sigma(static_cast<size_t>(m));
   std::vector<double> vt_of_xt(static_cast<size_t>(d * m));  // our Vᵀ, [m, d]
-  std::vector<double> u_of_xt(static_cast<size_t>(m * L));    // our U, [L, m]
+  std::vector<double> u_of_xt(static_cast<size_t>(m * L));   // our U, [L, m]
   const lapack_int info =
       LAPACKE_dgesdd(LAPACK_COL_MAJOR, 'S', static_cast<lapack_int>(d), static_cast<lapack_int>(L),
                      a.data(), static_cast<lapack_int>(d), sigma.data(), vt_of_xt.data(),
@@ -234,9 +234,9 @@ absl::Status SubspaceIteration(const BasesRequest& req, int64_t k, int64_t rank,
 // Rayleigh–Ritz on the subspace: B = Ũ·Σ̃·Ṽᵀ (dgesdd in f64), U = Q·Ũ. Same transposition trick
 // as ExactBases: the row-major k×d B is the column-major d×k Bᵀ.
 struct Ritz {
-  std::vector<double> sigma;       // [k]
-  std::vector<double> vt;          // [k, d] row-major
-  std::vector<double> u_small;     // [k, k] row-major
+  std::vector<double> sigma;    // [k]
+  std::vector<double> vt;       // [k, d] row-major
+  std::vector<double> u_small;  // [k, k] row-major
 };
 absl::StatusOr<Ritz> RayleighRitz(const std::vector<float>& b, int64_t k, int64_t d) {
   Ritz ritz;
@@ -277,7 +277,8 @@ absl::StatusOr<std::optional<BasesF32>> RandomizedBases(const BasesRequest& req,
   out.total_energy = total;
   std::vector<float> u_small(static_cast<size_t>(k * r));
   for (int64_t a = 0; a < k; ++a) {
-    for (int64_t i = 0; i < r; ++i) u_small[a * r + i] = static_cast<float>(ritz->u_small[a * k + i]);
+    for (int64_t i = 0; i < r; ++i)
+      u_small[a * r + i] = static_cast<float>(ritz->u_small[a * k + i]);
   }
   out.u.resize(static_cast<size_t>(L * r));
   Gemm(true, false, L, r, k, 1.0f, qt.data(), L, u_small.data(), r, 0.0f, out.u.data(), r);
