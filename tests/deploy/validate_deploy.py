@@ -911,7 +911,15 @@ def _grpc_health(channel, service, deadline_s):
     return last
 
 
-def _check_worker_with_flagfile(worker, flagfile, values, pool, cert, key, where, failures):
+def _cli_has_health(cli):
+    if not cli:
+        return False
+    result = subprocess.run([str(cli), "health", "--help"], capture_output=True, text=True, timeout=30)
+    return result.returncode == 0
+
+
+def _check_worker_with_flagfile(worker, flagfile, values, pool, cert, key, where, failures,
+                                health_command=None):
     import selectors
     import signal
     import time
@@ -963,6 +971,16 @@ def _check_worker_with_flagfile(worker, flagfile, values, pool, cert, key, where
                        started.get("token") is values["auth"]["enabled"], where,
                        f"worker started with tls/mtls/token {started.get('tls')}/{started.get('mtls')}/"
                        f"{started.get('token')}, want the chart's settings")
+        if health_command:
+            # The `helm test` pod's command, with the Service address replaced by the worker's.
+            command = list(health_command)
+            target = command.index("--target") + 1
+            mtls = tls["enabled"] and tls["clientAuth"]["enabled"]
+            command[target] = f"127.0.0.1:{started['health_port' if mtls else 'port']}"
+            result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+            failures.check(result.returncode == 0, where,
+                           f"the helm test command {command} exited {result.returncode}: "
+                           f"{(result.stdout + result.stderr).strip()[-500:]}")
         metrics = urllib.request.urlopen(f"http://127.0.0.1:{started['metrics_port']}/metrics",
                                          timeout=10).read().decode()
         autoscaling = pool["autoscaling"]
@@ -991,6 +1009,12 @@ def run_worker(args):
         return finish(failures, "")
     chart_dir = pathlib.Path(args.chart).resolve()
     checked = 0
+    cli = pathlib.Path(args.cli).resolve() if args.cli else None
+    if cli and not cli.is_file():
+        failures.add("worker", f"no atp CLI at {cli}")
+        return finish(failures, "")
+    use_cli = _cli_has_health(cli)
+    print(f"worker: {worker}; helm test command through {cli} {'on' if use_cli else 'skipped (no `atp health` yet)'}")
     with tempfile.TemporaryDirectory(prefix="atp-deploy-worker-") as tmp, helm.Chart.load(chart_dir) as chart:
         root = pathlib.Path(tmp)
         for path in sorted(VALUES_DIR.glob("*.yaml")):
@@ -1006,8 +1030,14 @@ def run_worker(args):
                 text = configmaps[name]["data"]["worker.flags"].replace("/etc/atp/", f"{root}/etc/atp/")
                 flagfile = root / f"{path.stem}-{pool['name']}.flags"
                 flagfile.write_text(text)
+                health_command = None
+                if use_cli:
+                    test_pod = next(o for docs in objects.values() for o in docs if o["kind"] == "Pod")
+                    health_command = [str(cli)] + [a.replace("/etc/atp/", f"{root}/etc/atp/")
+                                                   for a in test_pod["spec"]["containers"][0]["command"][1:]]
                 before = len(failures.items)
-                _check_worker_with_flagfile(worker, flagfile, merged, pool, cert, key, where, failures)
+                _check_worker_with_flagfile(worker, flagfile, merged, pool, cert, key, where, failures,
+                                            health_command)
                 checked += 1
                 print(f"  {where}: {'ok' if len(failures.items) == before else 'FAILED'}")
     return finish(failures, f"atp-worker started with {checked} rendered flagfiles")
@@ -1028,6 +1058,7 @@ def main():
     worker = sub.add_parser("worker")
     worker.add_argument("--worker", required=True, help="path of the atp-worker binary")
     worker.add_argument("--chart", default=str(CHART))
+    worker.add_argument("--cli", help="atp CLI: runs the helm test pod's `atp health` command too")
     args = parser.parse_args()
     return {"chart": run_chart, "self-test": run_self_test, "docker": run_docker,
             "worker": run_worker}[args.command](args)
