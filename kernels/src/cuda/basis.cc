@@ -1,0 +1,558 @@
+#include "cuda/basis.h"
+
+#include <algorithm>
+#include <cmath>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "cuda/cuda_status.h"
+#include "cuda/device_kernels.h"
+
+namespace atp::kernels::cuda {
+namespace {
+
+// Products with G on the f32 path go through bf16 parts of G: bf16 keeps f32's range, so G of
+// an f16 input cannot overflow.
+constexpr DevType kSplitType = DevType::kBF16;
+constexpr int kMaxInfos = 128;
+
+double UnitRoundoff(DevType t) { return t == DevType::kF64 ? 0x1.0p-53 : 0x1.0p-24; }
+
+absl::Status Launched(cudaError_t err, const char* what) {
+  return DeviceContext::Launched(err, what);
+}
+
+// An f32/f64 matrix as a sum of up to three half-precision parts.
+struct SplitMatrix {
+  DevType type = kSplitType;
+  int levels = 0;
+  DeviceBuffer parts[3];
+};
+
+absl::StatusOr<SplitMatrix> SplitOf(DeviceContext& ctx, DevType src_t, const void* src,
+                                    int64_t n, DevType half_t, int levels) {
+  SplitMatrix s;
+  s.type = half_t;
+  s.levels = levels;
+  for (int l = 0; l < levels; ++l) {
+    ATP_ASSIGN_OR_RETURN(s.parts[l], ctx.Alloc(half_t, n));
+  }
+  ATP_RETURN_IF_ERROR(Launched(
+      LaunchSplit(src_t, src, half_t, s.parts[0].get(), levels > 1 ? s.parts[1].get() : nullptr,
+                  levels > 2 ? s.parts[2].get() : nullptr, levels, n, ctx.stream()),
+      "split"));
+  return s;
+}
+
+// C (f32) = op(A)·op(B) + beta·C from the split parts, keeping the terms with i + j < levels
+// (about 8 more significant bits per level).
+absl::Status SplitGemm(DeviceContext& ctx, bool ta, bool tb, int64_t m, int64_t n, int64_t k,
+                       const SplitMatrix& a, int64_t lda, const SplitMatrix& b, int64_t ldb,
+                       int levels, void* c, int64_t ldc, double beta) {
+  levels = std::min({levels, a.levels, b.levels});
+  bool first = true;
+  // Smallest terms first, so that the large ones are added to an accurate remainder.
+  for (int sum = levels - 1; sum >= 0; --sum) {
+    for (int i = 0; i <= sum; ++i) {
+      const int j = sum - i;
+      ATP_RETURN_IF_ERROR(Gemm(ctx, ta, tb, m, n, k, 1.0, ConstMat{a.type, a.parts[i].get(), lda},
+                               ConstMat{b.type, b.parts[j].get(), ldb}, first ? beta : 1.0,
+                               Mat{DevType::kF32, c, ldc}));
+      first = false;
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<double>> ToHostDoubles(DeviceContext& ctx, DevType t, const void* src,
+                                                  int64_t n) {
+  std::vector<double> out(static_cast<size_t>(n));
+  if (n == 0) return out;
+  if (t == DevType::kF64) {
+    ATP_RETURN_IF_ERROR(ctx.CopyToHost(out.data(), src, n * sizeof(double)));
+  } else if (t == DevType::kF32) {
+    std::vector<float> tmp(static_cast<size_t>(n));
+    ATP_RETURN_IF_ERROR(ctx.CopyToHost(tmp.data(), src, n * sizeof(float)));
+    std::copy(tmp.begin(), tmp.end(), out.begin());
+  } else {
+    return absl::InternalError("ToHostDoubles: want f32/f64");
+  }
+  return out;
+}
+
+// Orthonormalises in place the columns of y [other, n] (columns = true) or the rows of
+// y [n, other] (columns = false) by `passes` CholeskyQR passes; the first pass shifts the Gram
+// matrix by first_shift·trace so that an ill-conditioned y does not break the Cholesky
+// factorisation, later passes by 10u·trace. Writes `passes` info values.
+absl::Status CholeskyQr(DeviceContext& ctx, DevType t, int64_t n, int64_t other, bool columns,
+                        void* y, int passes, double first_shift, int* infos) {
+  ATP_ASSIGN_OR_RETURN(DeviceBuffer w, ctx.Alloc(t, n * n));
+  for (int pass = 0; pass < passes; ++pass) {
+    ATP_RETURN_IF_ERROR(GramUpper(ctx, t, n, other, columns, y, w.get()));
+    const double shift = pass == 0 ? first_shift : 10.0 * UnitRoundoff(t);
+    ATP_RETURN_IF_ERROR(
+        Launched(LaunchShiftDiagonalByTrace(t, w.get(), n, n, shift, ctx.stream()), "shift"));
+    ATP_RETURN_IF_ERROR(Potrf(ctx, t, n, w.get(), infos + pass));
+    ATP_RETURN_IF_ERROR(SolveCholeskyFactor(ctx, t, n, w.get(), columns, other, y));
+  }
+  return absl::OkStatus();
+}
+
+// The state of one ComputePrincipalBases call.
+class BasisRun {
+ public:
+  BasisRun(DeviceContext& ctx, ConstMat x, int64_t length, int64_t width,
+           const BasisOptions& options)
+      : ctx_(ctx),
+        x_(x),
+        l_(length),
+        d_(width),
+        m_(std::min(length, width)),
+        tall_(length >= width),
+        opt_(options) {}
+
+  absl::StatusOr<DeviceBasis> Run();
+
+ private:
+  void Mark(const char* stage) const {
+    if (opt_.mark) opt_.mark(stage);
+  }
+  // `count` fresh info slots (the last ones are reused if a run ever needs more than exist).
+  int* NextInfos(int count) {
+    int* p = infos_.as<int>() + std::min(info_count_, kMaxInfos - count);
+    info_count_ = std::min(info_count_ + count, kMaxInfos);
+    return p;
+  }
+  absl::Status CheckInfos(const char* stage);
+  absl::Status Gram();
+  absl::Status Exact();
+  absl::Status Randomized();
+  absl::Status ApplyG(const void* q, int split, bool shifted, void* out);
+  // Computes the other side (U when L >= d, else V) from e_, orthonormalised, into z_.
+  absl::Status OtherSide();
+  // X = 0: σ = 0 and the first r unit vectors on both sides (they obey the sign rule), as the
+  // CPU backend does.
+  absl::StatusOr<DeviceBasis> ZeroBases(int64_t rank);
+
+  DeviceContext& ctx_;
+  ConstMat x_;
+  const int64_t l_, d_, m_;
+  const bool tall_;
+  const BasisOptions& opt_;
+  DevType ct_ = DevType::kF32;  // compute type
+  ConstMat xg_;                 // X in the precision of the products with X
+  DeviceBuffer x64_;
+  DeviceBuffer g_;        // Gram [m, m]
+  SplitMatrix g_split_;   // f32 path
+  DeviceBuffer scalars_;  // f64: [0] trace(G), [1] shift of G, [2..] scratch
+  DeviceBuffer infos_;
+  int info_count_ = 0;
+  int64_t k_ = 0;          // subspace size (randomized) or m (exact)
+  DeviceBuffer eigvecs_;  // rows: eigenvectors, ascending [n_eig, n_eig]
+  DeviceBuffer lambda_;   // [n_eig]
+  DeviceBuffer q_;        // randomized: orthonormal basis [m, k]
+  int64_t rank_ = 0;
+  DeviceBuffer e_;        // eigen side rows [rank, m]
+  DeviceBuffer z_;        // other side rows [rank, L or d]
+  std::vector<double> sigma_;
+};
+
+absl::Status BasisRun::CheckInfos(const char* stage) {
+  if (info_count_ == 0) return absl::OkStatus();
+  std::vector<int> infos(info_count_);
+  ATP_RETURN_IF_ERROR(ctx_.CopyToHost(infos.data(), infos_.get(), info_count_ * sizeof(int)));
+  for (int i = 0; i < info_count_; ++i) {
+    if (infos[i] != 0) {
+      return absl::InternalError(absl::StrCat("principal bases: factorisation ", i, " of the ",
+                                              stage, " stage failed with info ", infos[i],
+                                              " (L=", l_, ", d=", d_, ")"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status BasisRun::Gram() {
+  if (ct_ == DevType::kF64) {
+    ATP_ASSIGN_OR_RETURN(x64_, ctx_.Alloc(DevType::kF64, l_ * d_));
+    ATP_RETURN_IF_ERROR(Launched(LaunchCopy2D(x_.type, x_.data, x_.ld, DevType::kF64, x64_.get(),
+                                              d_, l_, d_, 1.0, ctx_.stream()),
+                                 "x to f64"));
+    xg_ = ConstMat{DevType::kF64, x64_.get(), d_};
+  } else {
+    xg_ = x_;
+  }
+  ATP_ASSIGN_OR_RETURN(g_, ctx_.Alloc(ct_, m_ * m_));
+  const Mat g{ct_, g_.get(), m_};
+  if (tall_) {
+    ATP_RETURN_IF_ERROR(Gemm(ctx_, true, false, d_, d_, l_, 1.0, xg_, xg_, 0.0, g));
+  } else {
+    ATP_RETURN_IF_ERROR(Gemm(ctx_, false, true, l_, l_, d_, 1.0, xg_, xg_, 0.0, g));
+  }
+  ATP_RETURN_IF_ERROR(
+      Launched(LaunchTrace(ct_, g_.get(), m_, m_, scalars_.as<double>(), ctx_.stream()), "trace"));
+  Mark("gram");
+  return absl::OkStatus();
+}
+
+absl::Status BasisRun::Exact() {
+  k_ = m_;
+  ATP_ASSIGN_OR_RETURN(lambda_, ctx_.Alloc(ct_, m_));
+  ATP_RETURN_IF_ERROR(
+      SymmetricEigen(ctx_, EigSolver::kSyevd, ct_, m_, g_.get(), lambda_.get(), NextInfos(1)));
+  eigvecs_ = std::move(g_);
+  Mark("eig");
+  return absl::OkStatus();
+}
+
+absl::Status BasisRun::ApplyG(const void* q, int split, bool shifted, void* out) {
+  if (ct_ == DevType::kF64 || split == 0) {
+    ATP_RETURN_IF_ERROR(Gemm(ctx_, false, false, m_, k_, m_, 1.0, ConstMat{ct_, g_.get(), m_},
+                             ConstMat{ct_, q, k_}, 0.0, Mat{ct_, out, k_}));
+  } else {
+    ATP_ASSIGN_OR_RETURN(SplitMatrix qs, SplitOf(ctx_, ct_, q, m_ * k_, kSplitType, split));
+    ATP_RETURN_IF_ERROR(
+        SplitGemm(ctx_, false, false, m_, k_, m_, g_split_, m_, qs, k_, split, out, k_, 0.0));
+  }
+  if (shifted) {
+    ATP_RETURN_IF_ERROR(Launched(LaunchAxpyDeviceScalar(ct_, out, q, m_ * k_,
+                                                        scalars_.as<double>() + 1, 1.0,
+                                                        ctx_.stream()),
+                                 "shift product"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status BasisRun::Randomized() {
+  const bool f64 = ct_ == DevType::kF64;
+  // Shift G by delta·||G||_F: (G + cI) has the eigenvectors of G and a condition number of at
+  // most about 1/delta, so that CholeskyQR stays stable for rank-deficient inputs (c = 1 for
+  // G = 0).
+  {
+    ATP_ASSIGN_OR_RETURN(DeviceBuffer row_sq, ctx_.Alloc(DevType::kF64, m_));
+    ATP_RETURN_IF_ERROR(Launched(LaunchRowReduce(ct_, g_.get(), m_, m_, m_, nullptr,
+                                                 RowReduce::kSumSquares, row_sq.as<double>(),
+                                                 ctx_.stream()),
+                                 "gram norm"));
+    ATP_RETURN_IF_ERROR(Launched(
+        LaunchScaledRootOfSum(row_sq.as<double>(), m_, f64 ? 1e-6 : 1e-3,
+                              scalars_.as<double>() + 1, ctx_.stream()),
+        "gram shift"));
+  }
+  if (!f64) {
+    const int levels = std::max(opt_.iteration_split, opt_.rayleigh_ritz_split);
+    if (levels > 0) {
+      ATP_ASSIGN_OR_RETURN(g_split_,
+                           SplitOf(ctx_, ct_, g_.get(), m_ * m_, kSplitType, std::min(levels, 3)));
+    }
+  }
+  const int iteration_split = std::clamp(opt_.iteration_split, 0, 3);
+  const int rr_split = std::clamp(opt_.rayleigh_ritz_split, 0, 3);
+  const int products = std::max(1, opt_.power_iterations);
+  const double first_shift = f64 ? 1e-10 : 1e-4;
+
+  ATP_ASSIGN_OR_RETURN(DeviceBuffer omega, ctx_.Alloc(ct_, m_ * k_));
+  ATP_RETURN_IF_ERROR(Launched(
+      LaunchFillGaussian(ct_, omega.get(), m_ * k_, opt_.seed, 0, ctx_.stream()), "start block"));
+  ATP_ASSIGN_OR_RETURN(DeviceBuffer y, ctx_.Alloc(ct_, m_ * k_));
+  ATP_ASSIGN_OR_RETURN(DeviceBuffer y_next, ctx_.Alloc(ct_, m_ * k_));
+  for (int it = 0; it < products; ++it) {
+    const void* from = it == 0 ? omega.get() : y.get();
+    ATP_RETURN_IF_ERROR(ApplyG(from, iteration_split, /*shifted=*/true, y_next.get()));
+    std::swap(y, y_next);
+    const int passes = std::clamp(
+        it + 1 == products ? opt_.cholqr_passes_final : opt_.cholqr_passes_inner, 1, 4);
+    ATP_RETURN_IF_ERROR(CholeskyQr(ctx_, ct_, k_, m_, /*columns=*/true, y.get(), passes,
+                                   first_shift, NextInfos(passes)));
+  }
+  omega.Reset();
+  y_next.Reset();
+  q_ = std::move(y);
+  Mark("subspace");
+
+  // Rayleigh–Ritz: T = Qᵀ G Q (symmetrised), with the accurate product.
+  ATP_ASSIGN_OR_RETURN(DeviceBuffer gq, ctx_.Alloc(ct_, m_ * k_));
+  ATP_RETURN_IF_ERROR(ApplyG(q_.get(), rr_split, /*shifted=*/false, gq.get()));
+  ATP_ASSIGN_OR_RETURN(DeviceBuffer t, ctx_.Alloc(ct_, k_ * k_));
+  ATP_RETURN_IF_ERROR(Gemm(ctx_, true, false, k_, k_, m_, 1.0, ConstMat{ct_, q_.get(), k_},
+                           ConstMat{ct_, gq.get(), k_}, 0.0, Mat{ct_, t.get(), k_}));
+  ATP_RETURN_IF_ERROR(Launched(LaunchSymmetrize(ct_, t.get(), k_, ctx_.stream()), "symmetrize"));
+  gq.Reset();
+  g_split_ = SplitMatrix();
+  Mark("rayleigh_ritz");
+  ATP_ASSIGN_OR_RETURN(lambda_, ctx_.Alloc(ct_, k_));
+  ATP_RETURN_IF_ERROR(
+      SymmetricEigen(ctx_, opt_.eig, ct_, k_, t.get(), lambda_.get(), NextInfos(1)));
+  eigvecs_ = std::move(t);
+  Mark("eig");
+  return absl::OkStatus();
+}
+
+absl::Status BasisRun::OtherSide() {
+  const int64_t n_other = tall_ ? l_ : d_;
+  const int64_t r = rank_;
+  ATP_ASSIGN_OR_RETURN(z_, ctx_.Alloc(ct_, r * n_other));
+  const Mat z{ct_, z_.get(), n_other};
+  // tall: Z = E·Xᵀ [r, L]; wide: Z = E·X [r, d].
+  if (ct_ == DevType::kF64) {
+    ATP_RETURN_IF_ERROR(Gemm(ctx_, false, tall_, r, n_other, tall_ ? d_ : l_, 1.0,
+                             ConstMat{ct_, e_.get(), m_}, xg_, 0.0, z));
+  } else {
+    // E through two parts of X's own type (|E| <= 1, so f16 parts cannot overflow).
+    ATP_ASSIGN_OR_RETURN(SplitMatrix es, SplitOf(ctx_, ct_, e_.get(), r * m_, x_.type, 2));
+    for (int part = 1; part >= 0; --part) {
+      ATP_RETURN_IF_ERROR(Gemm(ctx_, false, tall_, r, n_other, tall_ ? d_ : l_, 1.0,
+                               ConstMat{x_.type, es.parts[part].get(), m_}, x_,
+                               part == 1 ? 0.0 : 1.0, z));
+    }
+  }
+  ATP_ASSIGN_OR_RETURN(DeviceBuffer norms_dev, ctx_.Alloc(DevType::kF64, r));
+  ATP_RETURN_IF_ERROR(Launched(LaunchRowReduce(ct_, z_.get(), n_other, r, n_other, nullptr,
+                                               RowReduce::kSumSquares, norms_dev.as<double>(),
+                                               ctx_.stream()),
+                               "other side norms"));
+  ATP_ASSIGN_OR_RETURN(std::vector<double> norms_sq,
+                       ToHostDoubles(ctx_, DevType::kF64, norms_dev.get(), r));
+  double largest = sigma_.empty() ? 0.0 : sigma_[0];
+  for (double v : norms_sq) largest = std::max(largest, std::sqrt(std::max(v, 0.0)));
+  const double tau = ct_ == DevType::kF64 ? 1e-12 : 1e-6;
+  std::vector<double> scale(static_cast<size_t>(r));
+  bool degenerate = false;
+  for (int64_t i = 0; i < r; ++i) {
+    const double norm = std::sqrt(std::max(norms_sq[i], 0.0));
+    if (norm > 0.0 && norm > tau * largest) {
+      scale[i] = 1.0 / norm;
+    } else {
+      // σ_i = 0 (to working precision): u_i is any unit vector orthogonal to the others; start
+      // from a random one and let CholeskyQR orthogonalise it.
+      degenerate = true;
+      scale[i] = 1.0 / std::sqrt(static_cast<double>(n_other));
+      ATP_RETURN_IF_ERROR(Launched(
+          LaunchFillGaussian(ct_, static_cast<char*>(z_.get()) + i * n_other * DevTypeSize(ct_),
+                             n_other, opt_.seed ^ 0x5bd1e9955bd1e995ull, i * n_other,
+                             ctx_.stream()),
+          "completion"));
+    }
+  }
+  ATP_ASSIGN_OR_RETURN(DeviceBuffer scale_dev, ctx_.Alloc(DevType::kF64, r));
+  ATP_RETURN_IF_ERROR(ctx_.CopyToDevice(scale_dev.get(), scale.data(), r * sizeof(double)));
+  ATP_RETURN_IF_ERROR(Launched(LaunchScaleRows(ct_, z_.get(), n_other, r, n_other,
+                                               scale_dev.as<double>(), 1.0, ctx_.stream()),
+                               "normalise other side"));
+  // The rows are orthonormal up to the error of the eigen side amplified by σ_1/σ_i; CholeskyQR
+  // restores orthonormality (and orthogonalises the completion rows).
+  const int passes = degenerate ? 3 : 2;
+  ATP_RETURN_IF_ERROR(CholeskyQr(ctx_, ct_, r, n_other, /*columns=*/false, z_.get(), passes,
+                                 degenerate ? (ct_ == DevType::kF64 ? 1e-10 : 1e-4)
+                                            : 10.0 * UnitRoundoff(ct_),
+                                 NextInfos(passes)));
+  return CheckInfos("orthonormalisation");
+}
+
+absl::StatusOr<DeviceBasis> BasisRun::ZeroBases(int64_t rank) {
+  DeviceBasis out;
+  out.rank = rank;
+  out.length = l_;
+  out.width = d_;
+  out.exact = true;
+  out.type = ct_;
+  ATP_ASSIGN_OR_RETURN(out.ut, ctx_.Alloc(ct_, rank * l_));
+  ATP_ASSIGN_OR_RETURN(out.vt, ctx_.Alloc(ct_, rank * d_));
+  for (auto [buffer, cols] : {std::pair{&out.ut, l_}, std::pair{&out.vt, d_}}) {
+    ATP_RETURN_IF_ERROR(
+        Launched(LaunchFill2D(ct_, buffer->get(), cols, rank, cols, 0.0, ctx_.stream()), "zero"));
+    // The diagonal of a row-major [rank, cols] matrix is a column with leading dimension cols+1.
+    ATP_RETURN_IF_ERROR(Launched(
+        LaunchFill2D(ct_, buffer->get(), cols + 1, rank, 1, 1.0, ctx_.stream()), "identity"));
+  }
+  out.sigma.assign(static_cast<size_t>(rank), 0.0);
+  out.u_sums.assign(static_cast<size_t>(rank), 1.0);
+  ATP_ASSIGN_OR_RETURN(out.sigma_dev, ctx_.Alloc(DevType::kF64, rank));
+  ATP_RETURN_IF_ERROR(
+      ctx_.CopyToDevice(out.sigma_dev.get(), out.sigma.data(), rank * sizeof(double)));
+  ATP_ASSIGN_OR_RETURN(out.u_sums_dev, ctx_.Alloc(DevType::kF64, rank));
+  ATP_RETURN_IF_ERROR(
+      ctx_.CopyToDevice(out.u_sums_dev.get(), out.u_sums.data(), rank * sizeof(double)));
+  out.total_energy = 0.0;
+  out.captured_energy = 1.0;
+  Mark("bases");
+  return out;
+}
+
+absl::StatusOr<DeviceBasis> BasisRun::Run() {
+  if (l_ < 1 || d_ < 1) return absl::InvalidArgumentError("principal bases of an empty matrix");
+  const RankPolicy& policy = opt_.policy;
+  const int64_t bound = RankUpperBound(policy, l_, d_, opt_.backend_max_rank);
+  const bool energy = policy.kind == RankPolicy::Kind::kEnergy;
+  const int64_t wanted =
+      energy ? bound : ResolveRank(policy, l_, d_, opt_.backend_max_rank, {}, 0.0);
+  k_ = std::min<int64_t>(m_, wanted + std::max(opt_.oversampling, 0));
+  bool exact = false;
+  switch (opt_.method) {
+    case DecomposeMethod::kExact:
+      exact = true;
+      break;
+    case DecomposeMethod::kRandomized:
+      exact = false;
+      break;
+    case DecomposeMethod::kAuto:
+      exact = m_ <= opt_.exact_max_dim || 2 * k_ >= m_;
+      break;
+  }
+  ct_ = (exact || x_.type == DevType::kF32) ? DevType::kF64 : DevType::kF32;
+
+  ATP_ASSIGN_OR_RETURN(scalars_, ctx_.Alloc(DevType::kF64, 4));
+  ATP_ASSIGN_OR_RETURN(infos_, ctx_.Alloc(kMaxInfos * sizeof(int)));
+  ATP_CUDA(cudaMemsetAsync(infos_.get(), 0, kMaxInfos * sizeof(int), ctx_.stream()));
+
+  ATP_RETURN_IF_ERROR(Gram());
+  ATP_RETURN_IF_ERROR(exact ? Exact() : Randomized());
+  const int64_t n_eig = exact ? m_ : k_;
+
+  ATP_ASSIGN_OR_RETURN(std::vector<double> lambda, ToHostDoubles(ctx_, ct_, lambda_.get(), n_eig));
+  double total = 0.0;
+  ATP_RETURN_IF_ERROR(ctx_.CopyToHost(&total, scalars_.get(), sizeof(double)));
+  ATP_RETURN_IF_ERROR(CheckInfos(exact ? "eigensolve" : "subspace iteration"));
+  if (total == 0.0) return ZeroBases(ResolveRank(policy, l_, d_, opt_.backend_max_rank, {}, 0.0));
+  std::vector<double> sigma_sq(static_cast<size_t>(n_eig));
+  for (int64_t i = 0; i < n_eig; ++i) sigma_sq[i] = std::max(lambda[n_eig - 1 - i], 0.0);
+  rank_ = std::min<int64_t>(
+      n_eig, ResolveRank(policy, l_, d_, opt_.backend_max_rank, sigma_sq, total));
+  sigma_.resize(static_cast<size_t>(rank_));
+  for (int64_t i = 0; i < rank_; ++i) sigma_[i] = std::sqrt(sigma_sq[i]);
+
+  // The eigen side E [r, m]: the top r eigenvectors, descending.
+  ATP_ASSIGN_OR_RETURN(e_, ctx_.Alloc(ct_, rank_ * m_));
+  if (exact) {
+    ATP_RETURN_IF_ERROR(Launched(LaunchGatherRowsReversed(ct_, eigvecs_.get(), m_, m_, rank_,
+                                                          e_.get(), ctx_.stream()),
+                                 "select eigenvectors"));
+  } else {
+    ATP_ASSIGN_OR_RETURN(DeviceBuffer w, ctx_.Alloc(ct_, rank_ * k_));
+    ATP_RETURN_IF_ERROR(Launched(
+        LaunchGatherRowsReversed(ct_, eigvecs_.get(), k_, k_, rank_, w.get(), ctx_.stream()),
+        "select eigenvectors"));
+    ATP_RETURN_IF_ERROR(Gemm(ctx_, false, true, rank_, m_, k_, 1.0, ConstMat{ct_, w.get(), k_},
+                             ConstMat{ct_, q_.get(), k_}, 0.0, Mat{ct_, e_.get(), m_}));
+  }
+  eigvecs_.Reset();
+  q_.Reset();
+  g_.Reset();
+  Mark("ritz_vectors");
+
+  // The other side, when asked for or needed by the sign rule.
+  const double tau_sigma = ct_ == DevType::kF64 ? 1e-7 : 1e-3;
+  bool small_sigma = false;
+  for (double s : sigma_) small_sigma |= !(s > tau_sigma * sigma_[0]);
+  bool have_z = false;
+  if ((tall_ ? opt_.need_u : opt_.need_v) || (tall_ && small_sigma)) {
+    ATP_RETURN_IF_ERROR(OtherSide());
+    have_z = true;
+  }
+
+  // Sign rule on u_i: U is E when L < d, else Z, else (cheaply) t = vᵀ(Xᵀ1)/σ.
+  const int64_t r = rank_;
+  ATP_ASSIGN_OR_RETURN(DeviceBuffer t_dev, ctx_.Alloc(DevType::kF64, r));
+  auto u_row_sums = [&]() -> absl::Status {
+    const void* u = tall_ ? z_.get() : e_.get();
+    return Launched(LaunchRowReduce(ct_, u, l_, r, l_, nullptr, RowReduce::kDot,
+                                    t_dev.as<double>(), ctx_.stream()),
+                    "sign rule sums");
+  };
+  std::vector<double> t;
+  if (!tall_ || have_z) {
+    ATP_RETURN_IF_ERROR(u_row_sums());
+    ATP_ASSIGN_OR_RETURN(t, ToHostDoubles(ctx_, DevType::kF64, t_dev.get(), r));
+  } else {
+    ATP_ASSIGN_OR_RETURN(DeviceBuffer partial,
+                         ctx_.Alloc(DevType::kF64, ColumnSumsChunks(l_) * d_));
+    ATP_ASSIGN_OR_RETURN(DeviceBuffer col_sums, ctx_.Alloc(DevType::kF64, d_));
+    ATP_RETURN_IF_ERROR(Launched(LaunchColumnSums(x_.type, x_.data, x_.ld, l_, d_,
+                                                  partial.as<double>(), col_sums.as<double>(),
+                                                  ctx_.stream()),
+                                 "column sums"));
+    ATP_RETURN_IF_ERROR(Launched(LaunchRowReduce(ct_, e_.get(), m_, r, m_,
+                                                 col_sums.as<double>(), RowReduce::kDot,
+                                                 t_dev.as<double>(), ctx_.stream()),
+                                 "sign rule sums"));
+    ATP_ASSIGN_OR_RETURN(t, ToHostDoubles(ctx_, DevType::kF64, t_dev.get(), r));
+    for (int64_t i = 0; i < r; ++i) t[i] /= sigma_[i];
+  }
+  const double threshold = 1e-6 * std::sqrt(static_cast<double>(l_));
+  bool any_flagged = false;
+  for (double v : t) any_flagged |= !(std::abs(v) >= threshold);
+  if (any_flagged && tall_ && !have_z) {
+    ATP_RETURN_IF_ERROR(OtherSide());
+    have_z = true;
+    ATP_RETURN_IF_ERROR(u_row_sums());
+    ATP_ASSIGN_OR_RETURN(t, ToHostDoubles(ctx_, DevType::kF64, t_dev.get(), r));
+  }
+  std::vector<double> signs(static_cast<size_t>(r), 1.0);
+  std::vector<double> u_sums(static_cast<size_t>(r));
+  const void* u_rows = tall_ ? z_.get() : e_.get();
+  for (int64_t i = 0; i < r; ++i) {
+    double decide = t[i];
+    if (!(std::abs(t[i]) >= threshold)) {
+      ATP_ASSIGN_OR_RETURN(
+          std::vector<double> row,
+          ToHostDoubles(ctx_, ct_,
+                        static_cast<const char*>(u_rows) + i * l_ * DevTypeSize(ct_), l_));
+      size_t best = 0;
+      for (size_t j = 1; j < row.size(); ++j) {
+        if (std::abs(row[j]) > std::abs(row[best])) best = j;
+      }
+      decide = row[best];
+    }
+    signs[i] = decide < 0.0 ? -1.0 : 1.0;
+    u_sums[i] = signs[i] * t[i];
+  }
+  ATP_ASSIGN_OR_RETURN(DeviceBuffer signs_dev, ctx_.Alloc(DevType::kF64, r));
+  ATP_RETURN_IF_ERROR(ctx_.CopyToDevice(signs_dev.get(), signs.data(), r * sizeof(double)));
+  ATP_RETURN_IF_ERROR(Launched(LaunchScaleRows(ct_, e_.get(), m_, r, m_, signs_dev.as<double>(),
+                                               1.0, ctx_.stream()),
+                               "apply signs"));
+  if (have_z) {
+    const int64_t n_other = tall_ ? l_ : d_;
+    ATP_RETURN_IF_ERROR(Launched(LaunchScaleRows(ct_, z_.get(), n_other, r, n_other,
+                                                 signs_dev.as<double>(), 1.0, ctx_.stream()),
+                                 "apply signs"));
+  }
+
+  DeviceBasis out;
+  out.rank = r;
+  out.length = l_;
+  out.width = d_;
+  out.exact = exact;
+  out.type = ct_;
+  if (tall_) {
+    out.vt = std::move(e_);
+    out.ut = std::move(z_);
+  } else {
+    out.ut = std::move(e_);
+    out.vt = std::move(z_);
+  }
+  out.sigma = sigma_;
+  out.u_sums = u_sums;
+  ATP_ASSIGN_OR_RETURN(out.sigma_dev, ctx_.Alloc(DevType::kF64, r));
+  ATP_RETURN_IF_ERROR(ctx_.CopyToDevice(out.sigma_dev.get(), out.sigma.data(), r * sizeof(double)));
+  ATP_ASSIGN_OR_RETURN(out.u_sums_dev, ctx_.Alloc(DevType::kF64, r));
+  ATP_RETURN_IF_ERROR(
+      ctx_.CopyToDevice(out.u_sums_dev.get(), out.u_sums.data(), r * sizeof(double)));
+  out.total_energy = total;
+  double captured = 0.0;
+  for (double s : out.sigma) captured += s * s;
+  out.captured_energy = total > 0.0 ? std::clamp(captured / total, 0.0, 1.0) : 1.0;
+  Mark("bases");
+  return out;
+}
+
+}  // namespace
+
+absl::StatusOr<DeviceBasis> ComputePrincipalBases(DeviceContext& ctx, ConstMat x, int64_t length,
+                                                  int64_t width, const BasisOptions& options) {
+  if (x.type == DevType::kF64) return absl::InternalError("ComputePrincipalBases: f64 input");
+  BasisRun run(ctx, x, length, width, options);
+  return run.Run();
+}
+
+}  // namespace atp::kernels::cuda

@@ -1,0 +1,82 @@
+// Principal bases on the device (DESIGN.md §1 and §4): the top-r SVD of X [L, d] with the sign
+// rule, r chosen by a rank policy.
+//
+// Both methods work on the Gram matrix of the short side, G = AᵀA (m x m, m = min(L, d), A = X
+// when L >= d, else Xᵀ), whose eigenvectors are the "eigen side" of the SVD (V when L >= d, U
+// otherwise); the other side is X·v / σ, re-orthonormalised.
+//   exact:      G in f64, a full cuSOLVER eigensolve (syevd) of G.
+//   randomized: block subspace iteration on G (shifted so that rank-deficient inputs stay
+//               well-conditioned) with CholeskyQR orthonormalisation, then Rayleigh–Ritz with a
+//               k x k eigensolve, k = r + oversampling. f16/bf16 inputs: G in f32 from a tensor-
+//               core Gram product, products with G through bf16 splits of G (2 or 3 parts), the
+//               small factorisations in FP32. f32 inputs: everything in f64.
+// Sign rule (identical to the CPU backend's): t = 1ᵀu_i; if |t| < 1e-6·√L, t = the entry of u_i
+// of largest magnitude (first on ties); if t < 0 both u_i and v_i are negated.
+//
+// Not thread-safe (runs on a DeviceContext).
+#ifndef ATP_KERNELS_CUDA_BASIS_H_
+#define ATP_KERNELS_CUDA_BASIS_H_
+
+#include <cstdint>
+#include <functional>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "atp/kernels/principal_bases.h"
+#include "atp/kernels/rank_policy.h"
+#include "cuda/blas.h"
+#include "cuda/device_context.h"
+
+namespace atp::kernels::cuda {
+
+struct BasisOptions {
+  RankPolicy policy;
+  int64_t backend_max_rank = 0;
+  DecomposeMethod method = DecomposeMethod::kAuto;
+  uint64_t seed = 0x9e3779b97f4a7c15ull;
+
+  // Randomized method: products with G before the Rayleigh–Ritz product, extra columns, CholeskyQR
+  // passes between products and before Rayleigh–Ritz, bf16 split depth of the products with G (0:
+  // true FP32 GEMM) in the iterations and in the Rayleigh–Ritz product, and the k x k eigensolver.
+  int power_iterations = 3;
+  int oversampling = 64;
+  int cholqr_passes_inner = 2;
+  int cholqr_passes_final = 3;
+  int iteration_split = 2;
+  int rayleigh_ritz_split = 3;
+  EigSolver eig = EigSolver::kSyevd;
+  // kAuto uses the exact method when min(L, d) <= this or when k >= min(L, d) / 2.
+  int64_t exact_max_dim = 384;
+
+  // Which sides the caller needs as explicit matrices (the sign rule may compute U anyway).
+  bool need_u = true;
+  bool need_v = true;
+
+  // Benchmarks: called with a stage name at each stage boundary (records an event).
+  std::function<void(const char* stage)> mark;
+};
+
+struct DeviceBasis {
+  int64_t rank = 0;
+  int64_t length = 0;  // L
+  int64_t width = 0;   // d
+  bool exact = false;
+  DevType type = DevType::kF32;  // of ut and vt: kF32 or kF64
+  DeviceBuffer ut;               // [rank, L], rows u_iᵀ; empty unless computed
+  DeviceBuffer vt;               // [rank, d], rows v_iᵀ; empty unless computed
+  std::vector<double> sigma;     // rank values, descending
+  DeviceBuffer sigma_dev;        // f64 [rank]
+  std::vector<double> u_sums;    // 1ᵀu_i after the sign rule
+  DeviceBuffer u_sums_dev;       // f64 [rank]
+  double total_energy = 0.0;     // ||X||_F^2
+  double captured_energy = 1.0;  // sum sigma^2 / total (1 for X = 0)
+};
+
+// x: [length, width] row-major on the device, any DevType but kF64, finite (validated by the
+// caller). INTERNAL when a factorisation fails (it names the stage and the info value).
+absl::StatusOr<DeviceBasis> ComputePrincipalBases(DeviceContext& ctx, ConstMat x, int64_t length,
+                                                  int64_t width, const BasisOptions& options);
+
+}  // namespace atp::kernels::cuda
+
+#endif  // ATP_KERNELS_CUDA_BASIS_H_

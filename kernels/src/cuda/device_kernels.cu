@@ -1,0 +1,566 @@
+// The CUDA backend's own kernels: conversions, reductions, the random start block, row softmax.
+// These are the plain versions; the heavy arithmetic lives in cuBLAS/cuSOLVER/cuDNN.
+#include "cuda/device_kernels.h"
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+
+namespace atp::kernels::cuda {
+namespace {
+
+constexpr int kThreads = 256;
+
+__device__ __forceinline__ double ToD(float x) { return static_cast<double>(x); }
+__device__ __forceinline__ double ToD(double x) { return x; }
+__device__ __forceinline__ double ToD(__half x) { return static_cast<double>(__half2float(x)); }
+__device__ __forceinline__ double ToD(__nv_bfloat16 x) {
+  return static_cast<double>(__bfloat162float(x));
+}
+
+template <typename T>
+__device__ __forceinline__ T FromD(double x);
+template <>
+__device__ __forceinline__ float FromD<float>(double x) {
+  return static_cast<float>(x);
+}
+template <>
+__device__ __forceinline__ double FromD<double>(double x) {
+  return x;
+}
+template <>
+__device__ __forceinline__ __half FromD<__half>(double x) {
+  return __double2half(x);
+}
+template <>
+__device__ __forceinline__ __nv_bfloat16 FromD<__nv_bfloat16>(double x) {
+  return __double2bfloat16(x);
+}
+
+template <typename T>
+__device__ __forceinline__ T FromF(float x) {
+  return FromD<T>(static_cast<double>(x));
+}
+template <>
+__device__ __forceinline__ float FromF<float>(float x) {
+  return x;
+}
+template <>
+__device__ __forceinline__ __nv_bfloat16 FromF<__nv_bfloat16>(float x) {
+  return __float2bfloat16_rn(x);
+}
+template <>
+__device__ __forceinline__ __half FromF<__half>(float x) {
+  return __float2half_rn(x);
+}
+
+#define ATP_DISPATCH_TYPE(t, T, ...)     \
+  switch (t) {                           \
+    case DevType::kF32: {                \
+      using T = float;                   \
+      __VA_ARGS__;                       \
+      break;                             \
+    }                                    \
+    case DevType::kF64: {                \
+      using T = double;                  \
+      __VA_ARGS__;                       \
+      break;                             \
+    }                                    \
+    case DevType::kF16: {                \
+      using T = __half;                  \
+      __VA_ARGS__;                       \
+      break;                             \
+    }                                    \
+    case DevType::kBF16: {               \
+      using T = __nv_bfloat16;           \
+      __VA_ARGS__;                       \
+      break;                             \
+    }                                    \
+  }
+
+// The same for the types a dense factorisation works in (f32, f64).
+#define ATP_DISPATCH_FLOAT(t, T, ...)                    \
+  if ((t) == DevType::kF64) {                            \
+    using T = double;                                    \
+    __VA_ARGS__;                                         \
+  } else if ((t) == DevType::kF32) {                     \
+    using T = float;                                     \
+    __VA_ARGS__;                                         \
+  } else {                                               \
+    return cudaErrorInvalidValue;                        \
+  }
+
+unsigned GridFor(int64_t n) {
+  const int64_t blocks = (n + kThreads - 1) / kThreads;
+  return static_cast<unsigned>(std::clamp<int64_t>(blocks, 1, int64_t{1} << 20));
+}
+
+__device__ __forceinline__ int64_t GlobalIndex() {
+  return static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+}
+__device__ __forceinline__ int64_t GlobalStride() {
+  return static_cast<int64_t>(gridDim.x) * blockDim.x;
+}
+
+// Block-wide reductions with a fixed order (deterministic). blockDim.x must be a multiple of 32
+// and at most 1024.
+__device__ double BlockSum(double v) {
+  __shared__ double warp_sums[32];
+  for (int off = 16; off > 0; off >>= 1) v += __shfl_down_sync(0xffffffffu, v, off);
+  const int lane = threadIdx.x & 31;
+  const int warp = threadIdx.x >> 5;
+  __syncthreads();  // warp_sums may still be read by a previous call
+  if (lane == 0) warp_sums[warp] = v;
+  __syncthreads();
+  const int warps = blockDim.x >> 5;
+  v = threadIdx.x < warps ? warp_sums[threadIdx.x] : 0.0;
+  if (warp == 0) {
+    for (int off = 16; off > 0; off >>= 1) v += __shfl_down_sync(0xffffffffu, v, off);
+    if (lane == 0) warp_sums[0] = v;
+  }
+  __syncthreads();
+  return warp_sums[0];
+}
+
+__device__ float BlockMax(float v) {
+  __shared__ float warp_max[32];
+  for (int off = 16; off > 0; off >>= 1) v = fmaxf(v, __shfl_down_sync(0xffffffffu, v, off));
+  const int lane = threadIdx.x & 31;
+  const int warp = threadIdx.x >> 5;
+  __syncthreads();
+  if (lane == 0) warp_max[warp] = v;
+  __syncthreads();
+  const int warps = blockDim.x >> 5;
+  v = threadIdx.x < warps ? warp_max[threadIdx.x] : -INFINITY;
+  if (warp == 0) {
+    for (int off = 16; off > 0; off >>= 1) v = fmaxf(v, __shfl_down_sync(0xffffffffu, v, off));
+    if (lane == 0) warp_max[0] = v;
+  }
+  __syncthreads();
+  return warp_max[0];
+}
+
+__device__ float BlockSumF(float v) {
+  __shared__ float warp_sums[32];
+  for (int off = 16; off > 0; off >>= 1) v += __shfl_down_sync(0xffffffffu, v, off);
+  const int lane = threadIdx.x & 31;
+  const int warp = threadIdx.x >> 5;
+  __syncthreads();
+  if (lane == 0) warp_sums[warp] = v;
+  __syncthreads();
+  const int warps = blockDim.x >> 5;
+  v = threadIdx.x < warps ? warp_sums[threadIdx.x] : 0.0f;
+  if (warp == 0) {
+    for (int off = 16; off > 0; off >>= 1) v += __shfl_down_sync(0xffffffffu, v, off);
+    if (lane == 0) warp_sums[0] = v;
+  }
+  __syncthreads();
+  return warp_sums[0];
+}
+
+template <typename S, typename D>
+__global__ void ConvertKernel(const S* src, D* dst, int64_t n) {
+  for (int64_t i = GlobalIndex(); i < n; i += GlobalStride()) dst[i] = FromD<D>(ToD(src[i]));
+}
+
+template <typename S, typename D>
+__global__ void Copy2DKernel(const S* src, int64_t ld_src, D* dst, int64_t ld_dst, int64_t rows,
+                             int64_t cols, double scale) {
+  const int64_t n = rows * cols;
+  for (int64_t idx = GlobalIndex(); idx < n; idx += GlobalStride()) {
+    const int64_t i = idx / cols;
+    const int64_t j = idx - i * cols;
+    dst[i * ld_dst + j] = FromD<D>(scale * ToD(src[i * ld_src + j]));
+  }
+}
+
+template <typename T>
+__global__ void Fill2DKernel(T* dst, int64_t ld, int64_t rows, int64_t cols, double value) {
+  const int64_t n = rows * cols;
+  const T v = FromD<T>(value);
+  for (int64_t idx = GlobalIndex(); idx < n; idx += GlobalStride()) {
+    const int64_t i = idx / cols;
+    dst[i * ld + (idx - i * cols)] = v;
+  }
+}
+
+template <typename S, typename H>
+__global__ void SplitKernel(const S* src, H* p0, H* p1, H* p2, int levels, int64_t n) {
+  for (int64_t i = GlobalIndex(); i < n; i += GlobalStride()) {
+    double x = ToD(src[i]);
+    H* parts[3] = {p0, p1, p2};
+#pragma unroll
+    for (int l = 0; l < 3; ++l) {
+      if (l < levels) {
+        const H h = FromD<H>(x);
+        parts[l][i] = h;
+        x -= ToD(h);
+      }
+    }
+  }
+}
+
+__device__ __forceinline__ uint64_t SplitMix64(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ull;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  return x ^ (x >> 31);
+}
+
+template <typename T>
+__global__ void GaussianKernel(T* dst, int64_t n, uint64_t seed, uint64_t offset) {
+  for (int64_t i = GlobalIndex(); i < n; i += GlobalStride()) {
+    const uint64_t h1 = SplitMix64(seed ^ SplitMix64(offset + static_cast<uint64_t>(i)));
+    const uint64_t h2 = SplitMix64(h1);
+    const double u1 = (static_cast<double>(h1 >> 11) + 1.0) * 0x1.0p-53;  // (0, 1]
+    const double u2 = static_cast<double>(h2 >> 11) * 0x1.0p-53;          // [0, 1)
+    dst[i] = FromD<T>(sqrt(-2.0 * log(u1)) * cospi(2.0 * u2));
+  }
+}
+
+template <typename T>
+__global__ void AddRowOuterKernel(T* y, int64_t ld, int64_t rows, int64_t cols,
+                                  const float* row_coef, const float* bias) {
+  const int64_t n = rows * cols;
+  for (int64_t idx = GlobalIndex(); idx < n; idx += GlobalStride()) {
+    const int64_t i = idx / cols;
+    const int64_t j = idx - i * cols;
+    const float c = row_coef ? row_coef[i] : 1.0f;
+    T* p = y + i * ld + j;
+    *p = FromD<T>(ToD(*p) + static_cast<double>(c) * static_cast<double>(bias[j]));
+  }
+}
+
+constexpr int64_t kColumnChunkRows = 256;
+
+template <typename T>
+__global__ void ColumnPartialKernel(const T* x, int64_t ld, int64_t rows, int64_t cols,
+                                    double* partial) {
+  const int64_t j = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  const int64_t chunk = blockIdx.y;
+  if (j >= cols) return;
+  const int64_t begin = chunk * kColumnChunkRows;
+  const int64_t end = min(rows, begin + kColumnChunkRows);
+  double acc = 0.0;
+  for (int64_t i = begin; i < end; ++i) acc += ToD(x[i * ld + j]);
+  partial[chunk * cols + j] = acc;
+}
+
+__global__ void ColumnFinishKernel(const double* partial, int64_t chunks, int64_t cols,
+                                   double* out) {
+  const int64_t j = GlobalIndex();
+  if (j >= cols) return;
+  double acc = 0.0;
+  for (int64_t c = 0; c < chunks; ++c) acc += partial[c * cols + j];
+  out[j] = acc;
+}
+
+template <typename T>
+__global__ void RowReduceKernel(const T* x, int64_t ld, int64_t cols, const double* vec,
+                                RowReduce mode, double* out) {
+  const int64_t i = blockIdx.x;
+  const T* row = x + i * ld;
+  double acc = 0.0;
+  for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) {
+    const double v = ToD(row[j]);
+    acc += mode == RowReduce::kSumSquares ? v * v : (vec ? v * vec[j] : v);
+  }
+  acc = BlockSum(acc);
+  if (threadIdx.x == 0) out[i] = acc;
+}
+
+template <typename T>
+__global__ void ScaleRowsKernel(T* x, int64_t ld, int64_t rows, int64_t cols,
+                                const double* row_scale, double scale) {
+  const int64_t n = rows * cols;
+  for (int64_t idx = GlobalIndex(); idx < n; idx += GlobalStride()) {
+    const int64_t i = idx / cols;
+    T* p = x + i * ld + (idx - i * cols);
+    const double s = row_scale ? scale * row_scale[i] : scale;
+    *p = FromD<T>(ToD(*p) * s);
+  }
+}
+
+template <typename S, typename D>
+__global__ void TransposeKernel(const S* src, int64_t rows, int64_t cols, D* dst) {
+  __shared__ double tile[32][33];
+  const int64_t col0 = static_cast<int64_t>(blockIdx.x) * 32;
+  const int64_t row0 = static_cast<int64_t>(blockIdx.y) * 32;
+  for (int k = threadIdx.y; k < 32; k += blockDim.y) {
+    const int64_t r = row0 + k;
+    const int64_t c = col0 + threadIdx.x;
+    if (r < rows && c < cols) tile[k][threadIdx.x] = ToD(src[r * cols + c]);
+  }
+  __syncthreads();
+  for (int k = threadIdx.y; k < 32; k += blockDim.y) {
+    const int64_t c = col0 + k;             // row of dst
+    const int64_t r = row0 + threadIdx.x;   // column of dst
+    if (r < rows && c < cols) dst[c * rows + r] = FromD<D>(tile[threadIdx.x][k]);
+  }
+}
+
+template <typename T>
+__global__ void GatherReversedKernel(const T* src, int64_t src_rows, int64_t cols, int64_t count,
+                                     T* dst) {
+  const int64_t n = count * cols;
+  for (int64_t idx = GlobalIndex(); idx < n; idx += GlobalStride()) {
+    const int64_t i = idx / cols;
+    const int64_t j = idx - i * cols;
+    dst[idx] = src[(src_rows - 1 - i) * cols + j];
+  }
+}
+
+template <typename T>
+__global__ void ShiftDiagonalKernel(T* a, int64_t n, int64_t lda, double factor) {
+  double acc = 0.0;
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) acc += ToD(a[i * lda + i]);
+  const double trace = BlockSum(acc);
+  const double shift = trace != 0.0 ? factor * trace : 1.0;
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
+    a[i * lda + i] = FromD<T>(ToD(a[i * lda + i]) + shift);
+  }
+}
+
+template <typename T>
+__global__ void TraceKernel(const T* a, int64_t n, int64_t lda, double* out) {
+  double acc = 0.0;
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) acc += ToD(a[i * lda + i]);
+  acc = BlockSum(acc);
+  if (threadIdx.x == 0) out[0] = acc;
+}
+
+__global__ void RootOfSumKernel(const double* v, int64_t n, double factor, double* out) {
+  double acc = 0.0;
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) acc += v[i];
+  acc = BlockSum(acc);
+  if (threadIdx.x == 0) out[0] = acc > 0.0 ? factor * sqrt(acc) : 1.0;
+}
+
+template <typename T>
+__global__ void AxpyScalarKernel(T* y, const T* x, int64_t n, const double* scalar,
+                                 double factor) {
+  const double s = factor * scalar[0];
+  for (int64_t i = GlobalIndex(); i < n; i += GlobalStride()) {
+    y[i] = FromD<T>(ToD(y[i]) + s * ToD(x[i]));
+  }
+}
+
+template <typename T>
+__global__ void SymmetrizeKernel(T* a, int64_t n) {
+  const int64_t total = n * n;
+  for (int64_t idx = GlobalIndex(); idx < total; idx += GlobalStride()) {
+    const int64_t i = idx / n;
+    const int64_t j = idx - i * n;
+    if (i < j) {
+      const double v = 0.5 * (ToD(a[i * n + j]) + ToD(a[j * n + i]));
+      a[i * n + j] = FromD<T>(v);
+      a[j * n + i] = FromD<T>(v);
+    }
+  }
+}
+
+template <typename O>
+__global__ void SoftmaxKernel(const float* s, int64_t cols, int64_t rows_per_head,
+                              int64_t query_offset, float scale, bool causal, O* out) {
+  const int64_t row = blockIdx.x;
+  const float* srow = s + row * cols;
+  O* orow = out + row * cols;
+  int64_t limit = cols;
+  if (causal) limit = min(cols, query_offset + row % rows_per_head + 1);
+  float mx = -INFINITY;
+  for (int64_t j = threadIdx.x; j < limit; j += blockDim.x) mx = fmaxf(mx, scale * srow[j]);
+  mx = BlockMax(mx);
+  float sum = 0.0f;
+  for (int64_t j = threadIdx.x; j < limit; j += blockDim.x) sum += expf(scale * srow[j] - mx);
+  sum = BlockSumF(sum);
+  const float inv = 1.0f / sum;
+  for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) {
+    const float p = j < limit ? expf(scale * srow[j] - mx) * inv : 0.0f;
+    orow[j] = FromF<O>(p);
+  }
+}
+
+template <typename T>
+__global__ void NonFiniteKernel(const T* x, int64_t n, int* flag) {
+  for (int64_t i = GlobalIndex(); i < n; i += GlobalStride()) {
+    if (!isfinite(ToD(x[i]))) *flag = 1;
+  }
+}
+
+cudaError_t Launched() { return cudaGetLastError(); }
+
+}  // namespace
+
+cudaError_t LaunchConvert(DevType src_t, const void* src, DevType dst_t, void* dst, int64_t n,
+                          cudaStream_t stream) {
+  if (n <= 0) return cudaSuccess;
+  if (src_t == dst_t) {
+    return cudaMemcpyAsync(dst, src, n * DevTypeSize(src_t), cudaMemcpyDeviceToDevice, stream);
+  }
+  ATP_DISPATCH_TYPE(src_t, S, ATP_DISPATCH_TYPE(dst_t, D, ConvertKernel<S, D><<<GridFor(n), kThreads, 0, stream>>>(static_cast<const S*>(src), static_cast<D*>(dst), n)));
+  return Launched();
+}
+
+cudaError_t LaunchCopy2D(DevType src_t, const void* src, int64_t ld_src, DevType dst_t, void* dst,
+                         int64_t ld_dst, int64_t rows, int64_t cols, double scale,
+                         cudaStream_t stream) {
+  if (rows <= 0 || cols <= 0) return cudaSuccess;
+  if (src_t == dst_t && scale == 1.0) {
+    const size_t es = DevTypeSize(src_t);
+    return cudaMemcpy2DAsync(dst, ld_dst * es, src, ld_src * es, cols * es, rows,
+                             cudaMemcpyDeviceToDevice, stream);
+  }
+  ATP_DISPATCH_TYPE(src_t, S, ATP_DISPATCH_TYPE(dst_t, D, Copy2DKernel<S, D><<<GridFor(rows * cols), kThreads, 0, stream>>>(static_cast<const S*>(src), ld_src, static_cast<D*>(dst), ld_dst, rows, cols, scale)));
+  return Launched();
+}
+
+cudaError_t LaunchFill2D(DevType t, void* dst, int64_t ld, int64_t rows, int64_t cols, double value,
+                         cudaStream_t stream) {
+  if (rows <= 0 || cols <= 0) return cudaSuccess;
+  ATP_DISPATCH_TYPE(t, T, Fill2DKernel<T><<<GridFor(rows * cols), kThreads, 0, stream>>>(static_cast<T*>(dst), ld, rows, cols, value));
+  return Launched();
+}
+
+cudaError_t LaunchSplit(DevType src_t, const void* src, DevType half_t, void* part0, void* part1,
+                        void* part2, int levels, int64_t n, cudaStream_t stream) {
+  if (n <= 0) return cudaSuccess;
+  if (!IsHalf(half_t) || levels < 1 || levels > 3) return cudaErrorInvalidValue;
+  ATP_DISPATCH_FLOAT(src_t, S, ATP_DISPATCH_TYPE(half_t, H, SplitKernel<S, H><<<GridFor(n), kThreads, 0, stream>>>(static_cast<const S*>(src), static_cast<H*>(part0), static_cast<H*>(part1), static_cast<H*>(part2), levels, n)));
+  return Launched();
+}
+
+cudaError_t LaunchFillGaussian(DevType t, void* dst, int64_t n, uint64_t seed, uint64_t offset,
+                               cudaStream_t stream) {
+  if (n <= 0) return cudaSuccess;
+  ATP_DISPATCH_TYPE(t, T, GaussianKernel<T><<<GridFor(n), kThreads, 0, stream>>>(static_cast<T*>(dst), n, seed, offset));
+  return Launched();
+}
+
+cudaError_t LaunchAddRowOuter(DevType t, void* y, int64_t ld, int64_t rows, int64_t cols,
+                              const float* row_coef, const float* bias, cudaStream_t stream) {
+  if (rows <= 0 || cols <= 0) return cudaSuccess;
+  ATP_DISPATCH_TYPE(t, T, AddRowOuterKernel<T><<<GridFor(rows * cols), kThreads, 0, stream>>>(static_cast<T*>(y), ld, rows, cols, row_coef, bias));
+  return Launched();
+}
+
+int64_t ColumnSumsChunks(int64_t rows) {
+  return std::max<int64_t>(1, (rows + kColumnChunkRows - 1) / kColumnChunkRows);
+}
+
+cudaError_t LaunchColumnSums(DevType t, const void* x, int64_t ld, int64_t rows, int64_t cols,
+                             double* partial, double* out, cudaStream_t stream) {
+  if (rows <= 0 || cols <= 0) return cudaSuccess;
+  const int64_t chunks = ColumnSumsChunks(rows);
+  if (chunks > 65535) return cudaErrorInvalidValue;
+  const dim3 grid(static_cast<unsigned>((cols + kThreads - 1) / kThreads),
+                  static_cast<unsigned>(chunks));
+  ATP_DISPATCH_TYPE(t, T, ColumnPartialKernel<T><<<grid, kThreads, 0, stream>>>(static_cast<const T*>(x), ld, rows, cols, partial));
+  if (cudaError_t e = Launched(); e != cudaSuccess) return e;
+  ColumnFinishKernel<<<GridFor(cols), kThreads, 0, stream>>>(partial, chunks, cols, out);
+  return Launched();
+}
+
+cudaError_t LaunchRowReduce(DevType t, const void* x, int64_t ld, int64_t rows, int64_t cols,
+                            const double* vec, RowReduce mode, double* out, cudaStream_t stream) {
+  if (rows <= 0) return cudaSuccess;
+  if (rows > (int64_t{1} << 31) - 1) return cudaErrorInvalidValue;
+  ATP_DISPATCH_TYPE(t, T, RowReduceKernel<T><<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(static_cast<const T*>(x), ld, cols, vec, mode, out));
+  return Launched();
+}
+
+cudaError_t LaunchScaleRows(DevType t, void* x, int64_t ld, int64_t rows, int64_t cols,
+                            const double* row_scale, double scale, cudaStream_t stream) {
+  if (rows <= 0 || cols <= 0) return cudaSuccess;
+  ATP_DISPATCH_TYPE(t, T, ScaleRowsKernel<T><<<GridFor(rows * cols), kThreads, 0, stream>>>(static_cast<T*>(x), ld, rows, cols, row_scale, scale));
+  return Launched();
+}
+
+cudaError_t LaunchTransposeConvert(DevType src_t, const void* src, int64_t rows, int64_t cols,
+                                   DevType dst_t, void* dst, cudaStream_t stream) {
+  if (rows <= 0 || cols <= 0) return cudaSuccess;
+  const int64_t gx = (cols + 31) / 32;
+  const int64_t gy = (rows + 31) / 32;
+  if (gy > 65535) return cudaErrorInvalidValue;
+  const dim3 grid(static_cast<unsigned>(gx), static_cast<unsigned>(gy));
+  const dim3 block(32, 8);
+  ATP_DISPATCH_TYPE(src_t, S, ATP_DISPATCH_TYPE(dst_t, D, TransposeKernel<S, D><<<grid, block, 0, stream>>>(static_cast<const S*>(src), rows, cols, static_cast<D*>(dst))));
+  return Launched();
+}
+
+cudaError_t LaunchGatherRowsReversed(DevType t, const void* src, int64_t src_rows, int64_t cols,
+                                     int64_t count, void* dst, cudaStream_t stream) {
+  if (count <= 0 || cols <= 0) return cudaSuccess;
+  if (count > src_rows) return cudaErrorInvalidValue;
+  ATP_DISPATCH_TYPE(t, T, GatherReversedKernel<T><<<GridFor(count * cols), kThreads, 0, stream>>>(static_cast<const T*>(src), src_rows, cols, count, static_cast<T*>(dst)));
+  return Launched();
+}
+
+cudaError_t LaunchShiftDiagonalByTrace(DevType t, void* a, int64_t n, int64_t lda, double factor,
+                                       cudaStream_t stream) {
+  if (n <= 0) return cudaSuccess;
+  ATP_DISPATCH_FLOAT(t, T, ShiftDiagonalKernel<T><<<1, 1024, 0, stream>>>(static_cast<T*>(a), n, lda, factor));
+  return Launched();
+}
+
+cudaError_t LaunchTrace(DevType t, const void* a, int64_t n, int64_t lda, double* out,
+                        cudaStream_t stream) {
+  if (n <= 0) return cudaSuccess;
+  ATP_DISPATCH_FLOAT(t, T, TraceKernel<T><<<1, 1024, 0, stream>>>(static_cast<const T*>(a), n, lda, out));
+  return Launched();
+}
+
+cudaError_t LaunchScaledRootOfSum(const double* v, int64_t n, double factor, double* out,
+                                  cudaStream_t stream) {
+  RootOfSumKernel<<<1, 1024, 0, stream>>>(v, n, factor, out);
+  return Launched();
+}
+
+cudaError_t LaunchAxpyDeviceScalar(DevType t, void* y, const void* x, int64_t n,
+                                   const double* scalar, double factor, cudaStream_t stream) {
+  if (n <= 0) return cudaSuccess;
+  ATP_DISPATCH_FLOAT(t, T, AxpyScalarKernel<T><<<GridFor(n), kThreads, 0, stream>>>(static_cast<T*>(y), static_cast<const T*>(x), n, scalar, factor));
+  return Launched();
+}
+
+cudaError_t LaunchSymmetrize(DevType t, void* a, int64_t n, cudaStream_t stream) {
+  if (n <= 1) return cudaSuccess;
+  ATP_DISPATCH_FLOAT(t, T, SymmetrizeKernel<T><<<GridFor(n * n), kThreads, 0, stream>>>(static_cast<T*>(a), n));
+  return Launched();
+}
+
+cudaError_t LaunchSoftmaxRows(const float* s, int64_t rows, int64_t cols, int64_t rows_per_head,
+                              int64_t query_offset, float scale, bool causal, DevType out_t,
+                              void* out, cudaStream_t stream) {
+  if (rows <= 0 || cols <= 0) return cudaSuccess;
+  if (rows > (int64_t{1} << 31) - 1 || rows_per_head <= 0) return cudaErrorInvalidValue;
+  const unsigned grid = static_cast<unsigned>(rows);
+  switch (out_t) {
+    case DevType::kF32:
+      SoftmaxKernel<float><<<grid, kThreads, 0, stream>>>(s, cols, rows_per_head, query_offset,
+                                                          scale, causal, static_cast<float*>(out));
+      break;
+    case DevType::kF16:
+      SoftmaxKernel<__half><<<grid, kThreads, 0, stream>>>(
+          s, cols, rows_per_head, query_offset, scale, causal, static_cast<__half*>(out));
+      break;
+    case DevType::kBF16:
+      SoftmaxKernel<__nv_bfloat16><<<grid, kThreads, 0, stream>>>(
+          s, cols, rows_per_head, query_offset, scale, causal, static_cast<__nv_bfloat16*>(out));
+      break;
+    default:
+      return cudaErrorInvalidValue;
+  }
+  return Launched();
+}
+
+cudaError_t LaunchFlagNonFinite(DevType t, const void* x, int64_t n, int* flag,
+                                cudaStream_t stream) {
+  if (n <= 0) return cudaSuccess;
+  ATP_DISPATCH_TYPE(t, T, NonFiniteKernel<T><<<GridFor(n), kThreads, 0, stream>>>(static_cast<const T*>(x), n, flag));
+  return Launched();
+}
+
+}  // namespace atp::kernels::cuda

@@ -1,0 +1,216 @@
+// The CUDA backend's device layer: cuDNN's fused attention against the own attention path, the
+// randomized basis at a larger size against the exact one, and the two eigensolvers against each
+// other. Skips itself without a usable CUDA device.
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "atp/kernels/dtype.h"
+#include "cuda/basis.h"
+#include "cuda/device_context.h"
+#include "cuda/device_kernels.h"
+#include "cuda/layer_ops.h"
+#include "gtest/gtest.h"
+#include "test_util.h"
+
+namespace atp::kernels::cuda {
+namespace {
+
+using atp::testing::FreshSeed;
+using atp::testing::SeedTrace;
+
+class CudaDeviceTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() { setenv("ATP_CUDA_POISON", "1", /*overwrite=*/1); }
+  void SetUp() override {
+    absl::StatusOr<std::unique_ptr<DeviceContext>> ctx = DeviceContext::Create(0);
+    if (!ctx.ok()) GTEST_SKIP() << "no usable CUDA device: " << ctx.status();
+    ctx_ = *std::move(ctx);
+  }
+
+  DeviceBuffer Gaussian(DevType t, int64_t n, uint64_t seed, double scale = 1.0) {
+    absl::StatusOr<DeviceBuffer> b = ctx_->Alloc(t, n);
+    EXPECT_TRUE(b.ok()) << b.status();
+    EXPECT_EQ(LaunchFillGaussian(t, b->get(), n, seed, 0, ctx_->stream()), cudaSuccess);
+    if (scale != 1.0) {
+      EXPECT_EQ(LaunchScaleRows(t, b->get(), n, 1, n, nullptr, scale, ctx_->stream()),
+                cudaSuccess);
+    }
+    return *std::move(b);
+  }
+
+  std::vector<double> ToHost(DevType t, const void* p, int64_t n) {
+    std::vector<double> out(static_cast<size_t>(n));
+    absl::StatusOr<DeviceBuffer> tmp = ctx_->Alloc(DevType::kF64, n);
+    EXPECT_TRUE(tmp.ok());
+    EXPECT_EQ(LaunchConvert(t, p, DevType::kF64, tmp->get(), n, ctx_->stream()), cudaSuccess);
+    EXPECT_TRUE(ctx_->CopyToHost(out.data(), tmp->get(), n * sizeof(double)).ok());
+    return out;
+  }
+
+  std::unique_ptr<DeviceContext> ctx_;
+};
+
+double RelativeError(const std::vector<double>& got, const std::vector<double>& want) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < want.size(); ++i) {
+    if (!std::isfinite(got[i])) return INFINITY;
+    num += (got[i] - want[i]) * (got[i] - want[i]);
+    den += want[i] * want[i];
+  }
+  return std::sqrt(num / std::max(den, 1e-300));
+}
+
+TEST_F(CudaDeviceTest, CudnnAttentionMatchesTheOwnPath) {
+  if (ctx_->sdpa() == nullptr) {
+    if (std::getenv("ATP_EXPECT_CUDNN") != nullptr) FAIL() << ctx_->sdpa_status();
+    GTEST_SKIP() << ctx_->sdpa_status();
+  }
+  const uint64_t seed = FreshSeed();
+  SCOPED_TRACE(SeedTrace(seed));
+  struct Shape {
+    int64_t lq, lk, h, hkv, dh;
+    bool causal;
+  };
+  const Shape shapes[] = {{1000, 1000, 8, 2, 128, false}, {1000, 1000, 8, 2, 128, true},
+                          {777, 300, 4, 4, 64, false},    {333, 65, 8, 1, 128, false},
+                          {129, 129, 2, 2, 64, true}};
+  for (DevType t : {DevType::kBF16, DevType::kF16}) {
+    for (const Shape& s : shapes) {
+      SCOPED_TRACE(absl::StrCat(DevTypeName(t), " Lq=", s.lq, " Lk=", s.lk, " H=", s.h, "/",
+                                s.hkv, " dh=", s.dh, s.causal ? " causal" : ""));
+      DeviceBuffer q = Gaussian(t, s.lq * s.h * s.dh, seed + 1);
+      DeviceBuffer k = Gaussian(t, s.lk * s.hkv * s.dh, seed + 2);
+      DeviceBuffer v = Gaussian(t, s.lk * s.hkv * s.dh, seed + 3);
+      absl::StatusOr<DeviceBuffer> o1 = ctx_->Alloc(t, s.lq * s.h * s.dh);
+      absl::StatusOr<DeviceBuffer> o2 = ctx_->Alloc(t, s.lq * s.h * s.dh);
+      ASSERT_TRUE(o1.ok() && o2.ok());
+      SdpaArgs a;
+      a.type = t;
+      a.q = q.get();
+      a.k = k.get();
+      a.v = v.get();
+      a.lq = s.lq;
+      a.lk = s.lk;
+      a.heads = s.h;
+      a.kv_heads = s.hkv;
+      a.head_dim = s.dh;
+      a.q_ld = a.o_ld = s.h * s.dh;
+      a.k_ld = a.v_ld = s.hkv * s.dh;
+      a.scale = 1.0f / std::sqrt(static_cast<float>(s.dh));
+      a.causal = s.causal;
+      a.o = o1->get();
+      CoreImpl used;
+      ASSERT_TRUE(AttentionCore(*ctx_, a, CoreImpl::kCudnn, &used).ok());
+      EXPECT_EQ(used, CoreImpl::kCudnn);
+      a.o = o2->get();
+      ASSERT_TRUE(AttentionCore(*ctx_, a, CoreImpl::kFallback, &used).ok());
+      EXPECT_EQ(used, CoreImpl::kFallback);
+      const std::vector<double> cudnn = ToHost(t, o1->get(), s.lq * s.h * s.dh);
+      const std::vector<double> own = ToHost(t, o2->get(), s.lq * s.h * s.dh);
+      EXPECT_LE(RelativeError(cudnn, own), 1e-2);
+    }
+  }
+}
+
+// X = Σ_i s_i g_i h_iᵀ + noise on the device: a clear gap after `rank` components.
+DeviceBuffer LowRankPlusNoise(DeviceContext& ctx, DevType t, int64_t L, int64_t d, int64_t rank,
+                              uint64_t seed) {
+  absl::StatusOr<DeviceBuffer> g = ctx.Alloc(DevType::kF32, L * rank);
+  absl::StatusOr<DeviceBuffer> h = ctx.Alloc(DevType::kF32, rank * d);
+  absl::StatusOr<DeviceBuffer> x = ctx.Alloc(DevType::kF32, L * d);
+  absl::StatusOr<DeviceBuffer> out = ctx.Alloc(t, L * d);
+  EXPECT_TRUE(g.ok() && h.ok() && x.ok() && out.ok());
+  EXPECT_EQ(LaunchFillGaussian(DevType::kF32, g->get(), L * rank, seed, 0, ctx.stream()),
+            cudaSuccess);
+  EXPECT_EQ(LaunchFillGaussian(DevType::kF32, h->get(), rank * d, seed + 1, 0, ctx.stream()),
+            cudaSuccess);
+  std::vector<double> scale(static_cast<size_t>(rank));
+  for (int64_t i = 0; i < rank; ++i) scale[i] = std::pow(0.8, static_cast<double>(i));
+  absl::StatusOr<DeviceBuffer> scale_dev = ctx.Alloc(DevType::kF64, rank);
+  EXPECT_TRUE(ctx.CopyToDevice(scale_dev->get(), scale.data(), rank * sizeof(double)).ok());
+  EXPECT_EQ(LaunchScaleRows(DevType::kF32, h->get(), d, rank, d, scale_dev->as<double>(), 1.0,
+                            ctx.stream()),
+            cudaSuccess);
+  EXPECT_EQ(LaunchFillGaussian(DevType::kF32, x->get(), L * d, seed + 2, 0, ctx.stream()),
+            cudaSuccess);
+  EXPECT_TRUE(Gemm(ctx, false, false, L, d, rank, 1.0, ConstMat{DevType::kF32, g->get(), rank},
+                   ConstMat{DevType::kF32, h->get(), d}, 0.01, Mat{DevType::kF32, x->get(), d})
+                  .ok());
+  EXPECT_EQ(LaunchConvert(DevType::kF32, x->get(), t, out->get(), L * d, ctx.stream()),
+            cudaSuccess);
+  EXPECT_TRUE(ctx.Synchronize().ok());
+  return *std::move(out);
+}
+
+TEST_F(CudaDeviceTest, RandomizedBasisAtScaleMatchesTheExactOne) {
+  const uint64_t seed = FreshSeed();
+  SCOPED_TRACE(SeedTrace(seed));
+  const int64_t L = 3000, d = 1024, r = 24;
+  for (DevType t : {DevType::kBF16, DevType::kF32}) {
+    SCOPED_TRACE(DevTypeName(t));
+    DeviceBuffer x = LowRankPlusNoise(*ctx_, t, L, d, r, seed);
+    BasisOptions options;
+    options.policy = RankPolicy::Fixed(r);
+    options.method = DecomposeMethod::kExact;
+    const ConstMat xm{t, x.get(), d};
+    absl::StatusOr<DeviceBasis> exact = ComputePrincipalBases(*ctx_, xm, L, d, options);
+    ASSERT_TRUE(exact.ok()) << exact.status();
+    for (EigSolver eig : {EigSolver::kSyevd, EigSolver::kSyevj}) {
+      SCOPED_TRACE(EigSolverName(eig));
+      options.method = DecomposeMethod::kRandomized;
+      options.eig = eig;
+      absl::StatusOr<DeviceBasis> rand = ComputePrincipalBases(*ctx_, xm, L, d, options);
+      ASSERT_TRUE(rand.ok()) << rand.status();
+      ASSERT_EQ(rand->rank, r);
+      for (int64_t i = 0; i < r; ++i) {
+        EXPECT_NEAR(rand->sigma[i] / exact->sigma[i], 1.0, 1e-3) << i;
+        EXPECT_NEAR(rand->u_sums[i] / exact->u_sums[i], 1.0, 2e-2) << i;
+      }
+      const std::vector<double> ve = ToHost(exact->type, exact->vt.get(), r * d);
+      const std::vector<double> vr = ToHost(rand->type, rand->vt.get(), r * d);
+      EXPECT_LE(RelativeError(vr, ve), 1e-2);
+    }
+  }
+}
+
+TEST_F(CudaDeviceTest, AtpLayerRunsWithCudnnAndOwnCoreAlike) {
+  const uint64_t seed = FreshSeed();
+  SCOPED_TRACE(SeedTrace(seed));
+  // A layer shaped like the benchmark's, scaled down: d = 512 = 4 heads x 128, GQA 2:1.
+  const int64_t L = 1500, d = 512, r = 32;
+  atp::testing::Rng rng(seed);
+  atp::testing::AttentionShape s;
+  s.d_model = d;
+  s.heads = 4;
+  s.kv_heads = 2;
+  s.head_dim = 128;
+  const atp::testing::AttentionLayer layer =
+      atp::testing::RandomAttentionLayer(rng, s, DType::kBF16);
+  absl::StatusOr<DeviceLayer> dl = UploadLayer(*ctx_, layer.spec);
+  ASSERT_TRUE(dl.ok()) << dl.status();
+  DeviceBuffer x = LowRankPlusNoise(*ctx_, DevType::kBF16, L, d, r, seed);
+  BasisOptions options;
+  options.policy = RankPolicy::Fixed(r);
+  std::vector<std::vector<double>> outs;
+  for (CoreImpl impl : {CoreImpl::kAuto, CoreImpl::kFallback}) {
+    absl::StatusOr<DeviceBuffer> y = ctx_->Alloc(DevType::kF32, L * d);
+    ASSERT_TRUE(y.ok());
+    std::vector<std::string> stages;
+    absl::StatusOr<AtpLayerInfo> info = AtpAttentionLayer(
+        *ctx_, *dl, ConstMat{DevType::kBF16, x.get(), d}, L, options,
+        Mat{DevType::kF32, y->get(), d}, impl, [&](const char* st) { stages.push_back(st); });
+    ASSERT_TRUE(info.ok()) << info.status();
+    EXPECT_EQ(info->rank, r);
+    EXPECT_NE(std::find(stages.begin(), stages.end(), "core"), stages.end());
+    outs.push_back(ToHost(DevType::kF32, y->get(), L * d));
+  }
+  EXPECT_LE(RelativeError(outs[0], outs[1]), 1e-2);
+}
+
+}  // namespace
+}  // namespace atp::kernels::cuda
