@@ -87,8 +87,8 @@ TEST(ArgParserTest, HelpListsEveryOption) {
   ASSERT_TRUE(Parse(p, {"--nope", "--help"}).ok());  // --help wins over errors
   EXPECT_TRUE(p.help_requested());
   const std::string help = p.Help();
-  for (const char* want : {"atp test - a test command", "atp test --n N [--flag]", "--n N",
-                           "--x F", "--mode M", "Other:", "--flag", "--help", "Notes here."}) {
+  for (const char* want : {"atp test - a test command", "atp test --n N [--flag]", "--n N", "--x F",
+                           "--mode M", "Other:", "--flag", "--help", "Notes here."}) {
     EXPECT_THAT(help, HasSubstr(want));
   }
 }

@@ -6,9 +6,9 @@
 #include <string>
 
 #include "absl/strings/match.h"
+#include "generate.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "generate.h"
 #include "test_files.h"
 
 namespace atp::cli {

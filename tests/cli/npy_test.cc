@@ -83,8 +83,8 @@ TEST(NpyTest, WritesTheHeaderNumPyWrites) {
   const std::string bytes = ReadBytes(dir.File("x.npy"));
   ASSERT_GE(bytes.size(), 10u);
   EXPECT_EQ(bytes.substr(0, 8), std::string("\x93NUMPY\x01\x00", 8));
-  const size_t header_len = static_cast<unsigned char>(bytes[8]) |
-                            (static_cast<unsigned char>(bytes[9]) << 8);
+  const size_t header_len =
+      static_cast<unsigned char>(bytes[8]) | (static_cast<unsigned char>(bytes[9]) << 8);
   EXPECT_EQ((10 + header_len) % 64, 0u);
   const std::string header = bytes.substr(10, header_len);
   EXPECT_EQ(header.rfind("{'descr': '<f4', 'fortran_order': False, 'shape': (3, 4), }", 0), 0u)
@@ -101,9 +101,9 @@ TEST(NpyTest, ReadsHeadersOtherWritersProduce) {
   TempDir dir;
   const std::string data(2 * 3 * 4, '\x01');
   const char* headers[] = {
-      "{'shape': (2, 3), 'fortran_order': False, 'descr': '<f4'}",      // other key order
+      "{'shape': (2, 3), 'fortran_order': False, 'descr': '<f4'}",         // other key order
       "{\"descr\": \"<f4\", \"fortran_order\": False, \"shape\": (2,3)}",  // double quotes
-      "{'descr':'<f4','fortran_order':False,'shape':(2L, 3L),}",        // Python 2 longs
+      "{'descr':'<f4','fortran_order':False,'shape':(2L, 3L),}",           // Python 2 longs
   };
   for (const char* header : headers) {
     WriteBytes(dir.File("x.npy"), NpyBytes(header, data));
@@ -122,9 +122,8 @@ TEST(NpyTest, ReadsHeadersOtherWritersProduce) {
     EXPECT_EQ(t->shape(), (Shape{3}));
   }
   // Fortran order of a 1-D array is the same layout as C order.
-  WriteBytes(dir.File("x.npy"),
-             NpyBytes("{'descr': '<f4', 'fortran_order': True, 'shape': (2,), }",
-                      std::string(8, '\0')));
+  WriteBytes(dir.File("x.npy"), NpyBytes("{'descr': '<f4', 'fortran_order': True, 'shape': (2,), }",
+                                         std::string(8, '\0')));
   EXPECT_TRUE(ReadNpy(dir.File("x.npy")).ok());
 }
 
@@ -167,7 +166,8 @@ TEST(NpyTest, RejectsTruncatedFiles) {
   const std::string full = ReadBytes(dir.File("full.npy"));
   // Data cut short.
   WriteBytes(dir.File("short.npy"), full.substr(0, full.size() - 5));
-  ExpectReadError(dir.File("short.npy"), "is truncated: its header says shape (4, 4) f32 (64 bytes");
+  ExpectReadError(dir.File("short.npy"),
+                  "is truncated: its header says shape (4, 4) f32 (64 bytes");
   // Header cut short.
   WriteBytes(dir.File("header.npy"), full.substr(0, 40));
   ExpectReadError(dir.File("header.npy"), "is truncated");
@@ -189,8 +189,8 @@ TEST(NpyTest, RejectsBadMagicAndVersions) {
   TempDir dir;
   WriteBytes(dir.File("m.npy"), "PK\x03\x04 this is a zip file, not npy");
   ExpectReadError(dir.File("m.npy"), "not a .npy file: it does not start with \\x93NUMPY");
-  std::string v4 = NpyBytes("{'descr': '<f4', 'fortran_order': False, 'shape': (1,), }",
-                            std::string(4, '\0'));
+  std::string v4 =
+      NpyBytes("{'descr': '<f4', 'fortran_order': False, 'shape': (1,), }", std::string(4, '\0'));
   v4[6] = 4;
   WriteBytes(dir.File("v.npy"), v4);
   ExpectReadError(dir.File("v.npy"), "format version 4.0, want 1.0, 2.0 or 3.0");
@@ -229,18 +229,17 @@ TEST(NpyTest, RejectsBadHeaders) {
 
 TEST(NpyTest, RejectsShapesWhoseSizeOverflows) {
   TempDir dir;
-  WriteBytes(dir.File("o.npy"),
-             NpyBytes("{'descr': '<f4', 'fortran_order': False, "
-                      "'shape': (4611686018427387904, 4611686018427387904), }",
-                      ""));
+  WriteBytes(dir.File("o.npy"), NpyBytes("{'descr': '<f4', 'fortran_order': False, "
+                                         "'shape': (4611686018427387904, 4611686018427387904), }",
+                                         ""));
   ExpectReadError(dir.File("o.npy"), "too large");
-  WriteBytes(dir.File("o2.npy"),
-             NpyBytes("{'descr': '<f4', 'fortran_order': False, 'shape': (4611686018427387904,), }",
-                      ""));
+  WriteBytes(
+      dir.File("o2.npy"),
+      NpyBytes("{'descr': '<f4', 'fortran_order': False, 'shape': (4611686018427387904,), }", ""));
   ExpectReadError(dir.File("o2.npy"), "too large");
-  WriteBytes(dir.File("big.npy"),
-             NpyBytes("{'descr': '<f4', 'fortran_order': False, 'shape': (100000, 100000), }",
-                      "abcd"));
+  WriteBytes(
+      dir.File("big.npy"),
+      NpyBytes("{'descr': '<f4', 'fortran_order': False, 'shape': (100000, 100000), }", "abcd"));
   ExpectReadError(dir.File("big.npy"), "is truncated");
 }
 

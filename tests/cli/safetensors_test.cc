@@ -83,10 +83,9 @@ TEST(SafetensorsTest, WritesAnAlignedHeaderWithTheStandardFields) {
   for (int i = 7; i >= 0; --i) n = (n << 8) | static_cast<unsigned char>(bytes[i]);
   EXPECT_EQ((8 + n) % 8, 0u);
   const std::string header = bytes.substr(8, n);
-  EXPECT_EQ(header.rfind(
-                "{\"a\":{\"dtype\":\"BF16\",\"shape\":[2,2],\"data_offsets\":[0,8]},"
-                "\"b\":{\"dtype\":\"F16\",\"shape\":[3],\"data_offsets\":[8,14]}}",
-                0),
+  EXPECT_EQ(header.rfind("{\"a\":{\"dtype\":\"BF16\",\"shape\":[2,2],\"data_offsets\":[0,8]},"
+                         "\"b\":{\"dtype\":\"F16\",\"shape\":[3],\"data_offsets\":[8,14]}}",
+                         0),
             0u)
       << header;
   EXPECT_FALSE(absl::StrContains(header, "__metadata__"));
@@ -132,8 +131,9 @@ TEST(SafetensorsTest, RejectsBadFilesNamingTheProblem) {
        "want begin <= end"},
       {"{\"w\": {\"dtype\": \"F32\", \"shape\": [3], \"data_offsets\": [0, 8]}}", 8,
        "has shape [3] F32 (12 bytes) but data_offsets [0, 8] span 8 bytes"},
-      {"{" + w8 + "}", 4, "is truncated: tensor \"w\" ends at byte 8 of the data section, which "
-                          "has 4 bytes"},
+      {"{" + w8 + "}", 4,
+       "is truncated: tensor \"w\" ends at byte 8 of the data section, which "
+       "has 4 bytes"},
       {"{" + w8 + ",\"v\":{\"dtype\":\"F16\",\"shape\":[2],\"data_offsets\":[4,8]}}", 8,
        "tensors \"w\" and \"v\" overlap"},
       {"{\"__metadata__\": [1]}", 0, "__metadata__ is a JSON array, want an object"},

@@ -15,9 +15,9 @@ constexpr char kUsagePayload[] = "type.atp.dev/cli.UsageError";
 constexpr size_t kHelpColumn = 28;
 constexpr size_t kWrapWidth = 100;
 
-// Appends `text` word-wrapped at kWrapWidth to `out`, which is at column `first_column`; continuation
-// lines are indented by `indent`. '\n' in `text` starts a new line; a line's leading spaces are kept
-// (for indented examples).
+// Appends `text` word-wrapped at kWrapWidth to `out`, which is at column `first_column`;
+// continuation lines are indented by `indent`. '\n' in `text` starts a new line; a line's leading
+// spaces are kept (for indented examples).
 void AppendWrapped(absl::string_view text, size_t indent, size_t first_column, std::string* out) {
   size_t column = first_column;
   bool first_line = true;
@@ -155,8 +155,8 @@ absl::StatusOr<int64_t> ArgParser::GetInt(absl::string_view name, int64_t fallba
   if (!v.has_value()) return fallback;
   int64_t n;
   if (!absl::SimpleAtoi(*v, &n) || n < min || n > max) {
-    return Error(absl::StrCat("--", name, " is \"", *v, "\", want an integer in [", min, ", ", max,
-                              "]"));
+    return Error(
+        absl::StrCat("--", name, " is \"", *v, "\", want an integer in [", min, ", ", max, "]"));
   }
   return n;
 }
@@ -183,8 +183,8 @@ absl::StatusOr<std::string> ArgParser::GetChoice(
   for (absl::string_view c : choices) {
     if (*v == c) return *v;
   }
-  return Error(absl::StrCat("--", name, " is \"", *v, "\", want one of ",
-                            absl::StrJoin(choices, ", ")));
+  return Error(
+      absl::StrCat("--", name, " is \"", *v, "\", want one of ", absl::StrJoin(choices, ", ")));
 }
 
 std::string ArgParser::Help() const {

@@ -56,8 +56,8 @@ class ArgParser {
   absl::StatusOr<int64_t> GetInt(absl::string_view name, int64_t fallback, int64_t min,
                                  int64_t max) const;
   // Finite number in (low, high] (or [low, high] when `low_inclusive`); `fallback` when absent.
-  absl::StatusOr<double> GetDouble(absl::string_view name, double fallback, double low,
-                                   double high, bool low_inclusive) const;
+  absl::StatusOr<double> GetDouble(absl::string_view name, double fallback, double low, double high,
+                                   bool low_inclusive) const;
   // One of `choices`; `fallback` when absent.
   absl::StatusOr<std::string> GetChoice(absl::string_view name, absl::string_view fallback,
                                         std::initializer_list<absl::string_view> choices) const;

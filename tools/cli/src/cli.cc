@@ -86,7 +86,8 @@ Ops:
 `atp run <op> --help` lists the options of an op.
 )";
 
-constexpr char kGenerateHelp[] = R"(atp generate - write random layers and inputs for demos and tests
+constexpr char kGenerateHelp[] =
+    R"(atp generate - write random layers and inputs for demos and tests
 
 Usage:
   atp generate <what> [options]
@@ -192,8 +193,7 @@ struct RankOptions {
   std::optional<uint64_t> seed;
 };
 
-absl::StatusOr<RankOptions> ParseRankOptions(const ArgParser& p,
-                                             const RankPolicy& layer_default) {
+absl::StatusOr<RankOptions> ParseRankOptions(const ArgParser& p, const RankPolicy& layer_default) {
   RankOptions options;
   absl::StatusOr<std::optional<RankPolicy>> policy = ExplicitRankPolicy(p);
   if (!policy.ok()) return policy.status();
@@ -244,8 +244,9 @@ absl::StatusOr<LayerSpec> LoadLayer(const std::string& path, LayerSpec::Kind wan
   if (!layer.ok()) return layer.status();
   if (want == LayerSpec::Kind::kAttention && layer->kind != LayerSpec::Kind::kAttention) {
     return absl::InvalidArgumentError(absl::StrCat(
-        path, " is a linear layer (weight, bias), want an attention layer (q_proj, k_proj, v_proj, "
-              "o_proj)"));
+        path,
+        " is a linear layer (weight, bias), want an attention layer (q_proj, k_proj, v_proj, "
+        "o_proj)"));
   }
   return layer;
 }
@@ -261,10 +262,9 @@ absl::StatusOr<Tensor> LoadSequence(const std::string& path, int64_t want_width,
         want_width > 0 ? absl::StrCat(want_width) : std::string("d"), "] with L, d >= 1"));
   }
   if (want_width > 0 && x->dim(1) != want_width) {
-    return absl::InvalidArgumentError(absl::StrCat(path, " has shape ",
-                                                   kernels::ShapeString(x->shape()), ", want [",
-                                                   x->dim(0), ",", want_width, "] (",
-                                                   width_source, ")"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, " has shape ", kernels::ShapeString(x->shape()), ", want [", x->dim(0),
+                     ",", want_width, "] (", width_source, ")"));
   }
   if (auto s = kernels::CheckFinite(x->view(), path); !s.ok()) return s;
   return x;
@@ -289,8 +289,8 @@ std::string RankFields(int64_t rank, double energy) {
 }
 
 std::string TensorFields(const Tensor& t) {
-  return absl::StrCat("shape=", kernels::ShapeString(t.shape()), " dtype=",
-                      kernels::DTypeName(t.dtype()));
+  return absl::StrCat("shape=", kernels::ShapeString(t.shape()),
+                      " dtype=", kernels::DTypeName(t.dtype()));
 }
 
 // Converts a result to the requested dtype if the backend returned another one.
@@ -311,7 +311,8 @@ void DeclareAtpAttention(ArgParser& p) {
   AddRankOptions(p, "the layer's default_rank, energy 0.99 unless the file sets it");
   AddExecutionOptions(p);
   p.AddNotes(
-      "Computes Y = concat_h softmax(s Q_h K~_g^T) V~_g W_O^T + b_O with Q from every token and K~, "
+      "Computes Y = concat_h softmax(s Q_h K~_g^T) V~_g W_O^T + b_O with Q from every token and "
+      "K~, "
       "V~ from the r principal tokens c U_r^T X (DESIGN.md section 1). Prints rank, captured "
       "energy, output shape and time.");
 }
@@ -335,8 +336,8 @@ absl::Status RunAtpAttention(const ArgParser& p, const Io& io) {
   if (!layer.ok()) return layer.status();
   absl::StatusOr<RankOptions> rank = ParseRankOptions(p, layer->attention.default_rank);
   if (!rank.ok()) return rank.status();
-  absl::StatusOr<Tensor> x = LoadSequence(*input_path, layer->attention.d_model,
-                                          absl::StrCat("d_model of ", *layer_path));
+  absl::StatusOr<Tensor> x =
+      LoadSequence(*input_path, layer->attention.d_model, absl::StrCat("d_model of ", *layer_path));
   if (!x.ok()) return x.status();
   ProgressLine progress(io, absl::StrCat("atp-attention of ", kernels::ShapeString(x->shape())));
   exec_options->on_step = progress.Callback();
@@ -388,8 +389,8 @@ absl::Status RunExactAttention(const ArgParser& p, const Io& io) {
 
   absl::StatusOr<LayerSpec> layer = LoadLayer(*layer_path, LayerSpec::Kind::kAttention);
   if (!layer.ok()) return layer.status();
-  absl::StatusOr<Tensor> x = LoadSequence(*input_path, layer->attention.d_model,
-                                          absl::StrCat("d_model of ", *layer_path));
+  absl::StatusOr<Tensor> x =
+      LoadSequence(*input_path, layer->attention.d_model, absl::StrCat("d_model of ", *layer_path));
   if (!x.ok()) return x.status();
   ProgressLine progress(io, absl::StrCat("exact-attention of ", kernels::ShapeString(x->shape())));
   exec_options->on_step = progress.Callback();
@@ -456,15 +457,17 @@ absl::Status RunLowRankLinear(const ArgParser& p, const Io& io) {
   }
   absl::StatusOr<kernels::LinearWeightNames> names = kernels::FindLinearWeight(*layer, weight);
   if (!names.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        *layer_path, " has no ", weight, ".weight, want --weight q_proj, k_proj, v_proj or o_proj"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(*layer_path, " has no ", weight,
+                     ".weight, want --weight q_proj, k_proj, v_proj or o_proj"));
   }
   const int64_t in_features = layer->weights.find(names->weight)->second.dim(1);
-  absl::StatusOr<RankOptions> rank = ParseRankOptions(
-      p, attention ? layer->attention.default_rank : layer->linear_default_rank);
+  absl::StatusOr<RankOptions> rank =
+      ParseRankOptions(p, attention ? layer->attention.default_rank : layer->linear_default_rank);
   if (!rank.ok()) return rank.status();
-  absl::StatusOr<Tensor> x = LoadSequence(
-      *input_path, in_features, absl::StrCat("in_features of ", names->weight, " in ", *layer_path));
+  absl::StatusOr<Tensor> x =
+      LoadSequence(*input_path, in_features,
+                   absl::StrCat("in_features of ", names->weight, " in ", *layer_path));
   if (!x.ok()) return x.status();
   ProgressLine progress(io, absl::StrCat("lowrank-linear of ", kernels::ShapeString(x->shape())));
   exec_options->on_step = progress.Callback();
@@ -514,7 +517,8 @@ absl::Status RunDecompose(const ArgParser& p, const Io& io) {
   if (!output_dtype.ok()) return output_dtype.status();
   absl::StatusOr<RankOptions> rank = ParseRankOptions(p, RankPolicy());
   if (!rank.ok()) return rank.status();
-  absl::StatusOr<std::string> method = p.GetChoice("method", "auto", {"auto", "exact", "randomized"});
+  absl::StatusOr<std::string> method =
+      p.GetChoice("method", "auto", {"auto", "exact", "randomized"});
   if (!method.ok()) return method.status();
   absl::StatusOr<ExecutorOptions> exec_options = ParseExecutionOptions(p);
   if (!exec_options.ok()) return exec_options.status();
@@ -550,8 +554,8 @@ absl::Status RunDecompose(const ArgParser& p, const Io& io) {
   out << RankFields(result->rank, result->captured_energy)
       << "u=" << kernels::ShapeString(u.shape()) << " s=" << kernels::ShapeString(s.shape())
       << " vt=" << kernels::ShapeString(vt.shape()) << " dtype=" << kernels::DTypeName(u.dtype())
-      << " compute_ms=" << Fixed(ms, 3) << " output=" << u_path << "," << s_path << ","
-      << vt_path << "\n";
+      << " compute_ms=" << Fixed(ms, 3) << " output=" << u_path << "," << s_path << "," << vt_path
+      << "\n";
   return absl::OkStatus();
 }
 
@@ -625,8 +629,8 @@ absl::Status RunGenerateLayer(const ArgParser& p, const Io& io) {
     return p.Error(absl::StrCat("--kv-heads ", *g, " does not divide --heads ", *h));
   }
   if (*dh == 0 && *d % *h != 0) {
-    return p.Error(absl::StrCat("--d-model ", *d, " is not a multiple of --heads ", *h,
-                                "; give --head-dim"));
+    return p.Error(
+        absl::StrCat("--d-model ", *d, " is not a multiple of --heads ", *h, "; give --head-dim"));
   }
   o.d_model = *d;
   o.num_heads = *h;
@@ -644,8 +648,8 @@ absl::Status RunGenerateLayer(const ArgParser& p, const Io& io) {
   const kernels::AttentionConfig& c = layer->attention;
   out << "layer=attention d_model=" << c.d_model << " heads=" << c.num_heads
       << " kv_heads=" << c.kv_heads() << " head_dim=" << c.head_dim << " bias=" << (o.bias ? 1 : 0)
-      << " key_scale=" << kernels::KeyScaleName(c.key_scale) << " dtype="
-      << kernels::DTypeName(o.dtype) << " output=" << *output_path << "\n";
+      << " key_scale=" << kernels::KeyScaleName(c.key_scale)
+      << " dtype=" << kernels::DTypeName(o.dtype) << " output=" << *output_path << "\n";
   return absl::OkStatus();
 }
 
@@ -655,7 +659,8 @@ void DeclareGenerateLinear(ArgParser& p) {
   p.AddOption("in-features", "D", "input width d (required)");
   p.AddOption("out-features", "N", "output width n (required)");
   p.AddFlag("bias", "add a bias");
-  p.AddOption("default-rank", "POLICY", "the layer's default rank policy (default \"energy 0.99\")");
+  p.AddOption("default-rank", "POLICY",
+              "the layer's default rank policy (default \"energy 0.99\")");
   p.AddOption("dtype", "T", "weight dtype: f32 (default), f16 or bf16");
   p.AddOption("seed", "S", "random seed (default 1)");
   p.AddOption("output", "FILE", "where to write the layer (.safetensors) (required)");
@@ -735,8 +740,8 @@ absl::Status RunGenerateInput(const ArgParser& p, const Io& io) {
   absl::StatusOr<uint64_t> seed = ParseSeed(p);
   if (!seed.ok()) return seed.status();
   if (*k > std::min(*length, *d)) {
-    return p.Error(absl::StrCat("--components ", *k, " exceeds min(--length, --d-model) = ",
-                                std::min(*length, *d)));
+    return p.Error(absl::StrCat("--components ", *k,
+                                " exceeds min(--length, --d-model) = ", std::min(*length, *d)));
   }
   o.length = *length;
   o.d_model = *d;
@@ -807,9 +812,9 @@ int RunGroup(absl::string_view group, absl::Span<const std::string> args, const 
     if (group == c.group) names.push_back(c.name);
   }
   if (args.empty()) {
-    return Fail(err,
-                UsageError(absl::StrCat(group_command, ": want one of ", absl::StrJoin(names, ", "))),
-                group_command);
+    return Fail(
+        err, UsageError(absl::StrCat(group_command, ": want one of ", absl::StrJoin(names, ", "))),
+        group_command);
   }
   if (args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
     out << group_help;
@@ -828,11 +833,11 @@ int RunGroup(absl::string_view group, absl::Span<const std::string> args, const 
     if (!status.ok()) return Fail(err, status, parser.command());
     return kExitOk;
   }
-  return Fail(err,
-              UsageError(absl::StrCat(group_command, ": unknown ", group == "run" ? "op" : "kind",
-                                      " \"", args[0], "\", want one of ",
-                                      absl::StrJoin(names, ", "))),
-              group_command);
+  return Fail(
+      err,
+      UsageError(absl::StrCat(group_command, ": unknown ", group == "run" ? "op" : "kind", " \"",
+                              args[0], "\", want one of ", absl::StrJoin(names, ", "))),
+      group_command);
 }
 
 int RunCliUnguarded(absl::Span<const std::string> args, const Io& io) {
@@ -855,10 +860,9 @@ int RunCliUnguarded(absl::Span<const std::string> args, const Io& io) {
     return kExitOk;
   }
   if (first == "run" || first == "generate") return RunGroup(first, args.subspan(1), io);
-  return Fail(err,
-              UsageError(absl::StrCat("atp: unknown command \"", first,
-                                      "\", want run or generate")),
-              "atp");
+  return Fail(
+      err, UsageError(absl::StrCat("atp: unknown command \"", first, "\", want run or generate")),
+      "atp");
 }
 
 }  // namespace

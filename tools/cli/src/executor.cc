@@ -32,8 +32,8 @@ class LocalExecutor : public Executor {
     return backend_->AtpAttention(**handle, args, ctx_);
   }
 
-  absl::StatusOr<kernels::Tensor> ExactAttention(
-      kernels::LayerSpec layer, const kernels::ExactAttentionArgs& args) override {
+  absl::StatusOr<kernels::Tensor> ExactAttention(kernels::LayerSpec layer,
+                                                 const kernels::ExactAttentionArgs& args) override {
     absl::StatusOr<std::unique_ptr<kernels::LayerHandle>> handle =
         backend_->LoadLayer(std::move(layer));
     if (!handle.ok()) return handle.status();

@@ -24,8 +24,9 @@ class InputFile {
   const std::string& path() const { return path_; }
   uint64_t size() const { return size_; }
 
-  // Reads exactly `n` bytes at `offset` into `dst`. INVALID_ARGUMENT naming `what` and the file when
-  // the file ends first ("X.npy is truncated: want 48 bytes of data at byte 128, the file has 150").
+  // Reads exactly `n` bytes at `offset` into `dst`. INVALID_ARGUMENT naming `what` and the file
+  // when the file ends first ("X.npy is truncated: want 48 bytes of data at byte 128, the file has
+  // 150").
   absl::Status ReadAt(uint64_t offset, void* dst, size_t n, absl::string_view what);
 
  private:

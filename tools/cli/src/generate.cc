@@ -48,9 +48,8 @@ class Gaussian {
 
 absl::Status CheckElements(int64_t rows, int64_t cols, absl::string_view what) {
   if (rows < 1 || cols < 1 || rows > kMaxGeneratedElements / cols) {
-    return absl::InvalidArgumentError(absl::StrCat(what, " would be [", rows, ",", cols,
-                                                   "], want 1 to ", kMaxGeneratedElements,
-                                                   " elements"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        what, " would be [", rows, ",", cols, "], want 1 to ", kMaxGeneratedElements, " elements"));
   }
   return absl::OkStatus();
 }
@@ -99,11 +98,12 @@ absl::StatusOr<LayerSpec> GenerateAttentionLayer(const AttentionLayerOptions& o)
                {"v_proj", kv_rows, c.d_model},
                {"o_proj", c.d_model, q_rows}};
   for (const auto& p : projs) {
-    spec.weights.emplace(absl::StrCat(p.name, ".weight"),
-                         RandomTensor({p.rows, p.cols}, 1.0 / std::sqrt(double(p.cols)), o.dtype,
-                                      &rng));
+    spec.weights.emplace(
+        absl::StrCat(p.name, ".weight"),
+        RandomTensor({p.rows, p.cols}, 1.0 / std::sqrt(double(p.cols)), o.dtype, &rng));
     if (o.bias) {
-      spec.weights.emplace(absl::StrCat(p.name, ".bias"), RandomTensor({p.rows}, 0.1, o.dtype, &rng));
+      spec.weights.emplace(absl::StrCat(p.name, ".bias"),
+                           RandomTensor({p.rows}, 0.1, o.dtype, &rng));
     }
   }
   return spec;
@@ -116,9 +116,9 @@ absl::StatusOr<LayerSpec> GenerateLinearLayer(const LinearLayerOptions& o) {
   spec.kind = LayerSpec::Kind::kLinear;
   spec.linear_default_rank = o.default_rank;
   Gaussian rng(o.seed);
-  spec.weights.emplace("weight", RandomTensor({o.out_features, o.in_features},
-                                              1.0 / std::sqrt(double(o.in_features)), o.dtype,
-                                              &rng));
+  spec.weights.emplace("weight",
+                       RandomTensor({o.out_features, o.in_features},
+                                    1.0 / std::sqrt(double(o.in_features)), o.dtype, &rng));
   if (o.bias) spec.weights.emplace("bias", RandomTensor({o.out_features}, 0.1, o.dtype, &rng));
   return spec;
 }

@@ -167,7 +167,8 @@ class Parser {
           if (cp >= 0xD800 && cp <= 0xDBFF) {
             // A high surrogate must be followed by an escaped low surrogate.
             uint32_t low;
-            if (text_.substr(pos_, 2) != "\\u") return Error("want a low surrogate \\uDC00-\\uDFFF");
+            if (text_.substr(pos_, 2) != "\\u")
+              return Error("want a low surrogate \\uDC00-\\uDFFF");
             pos_ += 2;
             if (auto s = ParseHex4(&low); !s.ok()) return s;
             if (low < 0xDC00 || low > 0xDFFF) return Error("want a low surrogate \\uDC00-\\uDFFF");

@@ -15,7 +15,7 @@ using kernels::KeyScale;
 using kernels::LayerSpec;
 using kernels::RankPolicy;
 
-constexpr const char* kAttentionNames[] = {"q_proj.weight", "q_proj.bias", "k_proj.weight",
+constexpr const char* kAttentionNames[] = {"q_proj.weight", "q_proj.bias",   "k_proj.weight",
                                            "k_proj.bias",   "v_proj.weight", "v_proj.bias",
                                            "o_proj.weight", "o_proj.bias"};
 
@@ -66,8 +66,7 @@ std::string FormatDouble(double v) {
 }  // namespace
 
 absl::StatusOr<RankPolicy> ParseRankPolicy(absl::string_view text) {
-  const std::vector<absl::string_view> words =
-      absl::StrSplit(text, ' ', absl::SkipWhitespace());
+  const std::vector<absl::string_view> words = absl::StrSplit(text, ' ', absl::SkipWhitespace());
   auto bad = [&]() {
     return absl::InvalidArgumentError(
         absl::StrCat("rank policy \"", text,
@@ -106,8 +105,9 @@ absl::StatusOr<LayerSpec> LayerFromSafetensors(SafetensorsFile file, absl::strin
   }
   if (any_attention && any_linear) {
     return absl::InvalidArgumentError(absl::StrCat(
-        path, " mixes attention tensors (*_proj.*) with linear tensors (weight, bias), want one "
-              "kind of layer"));
+        path,
+        " mixes attention tensors (*_proj.*) with linear tensors (weight, bias), want one "
+        "kind of layer"));
   }
   if (!any_attention && !any_linear) {
     std::vector<std::string> names;
@@ -119,8 +119,9 @@ absl::StatusOr<LayerSpec> LayerFromSafetensors(SafetensorsFile file, absl::strin
       names.push_back(name);
     }
     return absl::InvalidArgumentError(absl::StrCat(
-        path, " holds no layer: want q_proj.weight, k_proj.weight, v_proj.weight, o_proj.weight "
-              "(attention) or weight (linear), found ",
+        path,
+        " holds no layer: want q_proj.weight, k_proj.weight, v_proj.weight, o_proj.weight "
+        "(attention) or weight (linear), found ",
         names.empty() ? "no tensors" : absl::StrJoin(names, ", ")));
   }
 
@@ -161,9 +162,9 @@ absl::StatusOr<LayerSpec> LayerFromSafetensors(SafetensorsFile file, absl::strin
       c.head_dim = q_rows / c.num_heads;
     }
     if (c.num_heads % c.num_kv_heads != 0) {
-      return absl::InvalidArgumentError(absl::StrCat(path, ": __metadata__ num_kv_heads is ",
-                                                     c.num_kv_heads, ", want a divisor of num_heads ",
-                                                     c.num_heads));
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ": __metadata__ num_kv_heads is ", c.num_kv_heads,
+                       ", want a divisor of num_heads ", c.num_heads));
     }
     if (auto it = md.find("key_scale"); it != md.end()) {
       if (it->second == "none") {

@@ -169,9 +169,9 @@ std::string TypeCodeName(absl::string_view code) {
   static const struct {
     const char* code;
     const char* name;
-  } kNames[] = {{"f8", "float64"}, {"f4", "float32"}, {"f2", "float16"}, {"f16", "float128"},
-                {"i1", "int8"},    {"i2", "int16"},   {"i4", "int32"},   {"i8", "int64"},
-                {"u1", "uint8"},   {"u2", "uint16"},  {"u4", "uint32"},  {"u8", "uint64"},
+  } kNames[] = {{"f8", "float64"}, {"f4", "float32"},   {"f2", "float16"},    {"f16", "float128"},
+                {"i1", "int8"},    {"i2", "int16"},     {"i4", "int32"},      {"i8", "int64"},
+                {"u1", "uint8"},   {"u2", "uint16"},    {"u4", "uint32"},     {"u8", "uint64"},
                 {"b1", "bool"},    {"c8", "complex64"}, {"c16", "complex128"}};
   for (const auto& n : kNames) {
     if (code == n.code) return n.name;
@@ -183,17 +183,18 @@ absl::StatusOr<DType> DTypeFromDescr(absl::string_view descr, absl::string_view 
   if (descr == "<f4") return DType::kF32;
   if (descr == "<f2") return DType::kF16;
   if (!descr.empty() && descr[0] == '>' && (descr == ">f4" || descr == ">f2")) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        path, " holds big-endian ", TypeCodeName(descr.substr(1)), " ('", descr,
-        "'), want little-endian '<f4' or '<f2' (convert with x.astype('<f4'))"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, " holds big-endian ", TypeCodeName(descr.substr(1)), " ('", descr,
+                     "'), want little-endian '<f4' or '<f2' (convert with x.astype('<f4'))"));
   }
   std::string name(descr);
-  if (!descr.empty() && (descr[0] == '<' || descr[0] == '>' || descr[0] == '|' || descr[0] == '=')) {
+  if (!descr.empty() &&
+      (descr[0] == '<' || descr[0] == '>' || descr[0] == '|' || descr[0] == '=')) {
     name = TypeCodeName(descr.substr(1));
   }
-  return absl::InvalidArgumentError(absl::StrCat(
-      path, " holds dtype '", Excerpt(descr), "' (", Excerpt(name),
-      "), want float32 '<f4' or float16 '<f2' (convert with x.astype(np.float32))"));
+  return absl::InvalidArgumentError(
+      absl::StrCat(path, " holds dtype '", Excerpt(descr), "' (", Excerpt(name),
+                   "), want float32 '<f4' or float16 '<f2' (convert with x.astype(np.float32))"));
 }
 
 std::string PythonShape(const Shape& shape) {
@@ -250,8 +251,9 @@ absl::StatusOr<Tensor> ReadNpy(const std::string& path) {
   if (!dtype.ok()) return dtype.status();
   if (header->fortran_order && header->shape.size() >= 2) {
     return absl::InvalidArgumentError(
-        absl::StrCat(path, " holds a Fortran-ordered array, want C order (save "
-                           "np.ascontiguousarray(x))"));
+        absl::StrCat(path,
+                     " holds a Fortran-ordered array, want C order (save "
+                     "np.ascontiguousarray(x))"));
   }
 
   // Element and byte counts, refusing any overflow before allocating.
@@ -276,9 +278,9 @@ absl::StatusOr<Tensor> ReadNpy(const std::string& path) {
         kernels::DTypeName(*dtype), " (", data_bytes, " bytes of data), the file has ", available));
   }
   if (available > data_bytes) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        path, " has ", available - data_bytes, " bytes after the data of shape ",
-        PythonShape(header->shape), " ", kernels::DTypeName(*dtype), ", want none"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, " has ", available - data_bytes, " bytes after the data of shape ",
+                     PythonShape(header->shape), " ", kernels::DTypeName(*dtype), ", want none"));
   }
   Tensor tensor(*dtype, header->shape);
   if (auto s = file.ReadAt(data_start, tensor.data(), data_bytes, "array data"); !s.ok()) return s;
@@ -295,12 +297,13 @@ absl::Status WriteNpy(const std::string& path, const TensorView& tensor) {
       descr = "<f2";
       break;
     default:
-      return absl::InvalidArgumentError(absl::StrCat(
-          "cannot write ", path, ": .npy files hold f32 or f16, not ",
-          kernels::DTypeName(tensor.dtype)));
+      return absl::InvalidArgumentError(absl::StrCat("cannot write ", path,
+                                                     ": .npy files hold f32 or f16, not ",
+                                                     kernels::DTypeName(tensor.dtype)));
   }
-  std::string header = absl::StrCat("{'descr': '", descr, "', 'fortran_order': False, 'shape': ",
-                                    PythonShape(tensor.shape), ", }");
+  std::string header =
+      absl::StrCat("{'descr': '", descr,
+                   "', 'fortran_order': False, 'shape': ", PythonShape(tensor.shape), ", }");
   // Pad with spaces and end with '\n' so that the data starts at a multiple of 64 bytes.
   const size_t unpadded = 10 + header.size() + 1;
   header.append((64 - unpadded % 64) % 64, ' ');

@@ -38,8 +38,7 @@ struct Entry {
 absl::StatusOr<Entry> ParseEntry(const std::string& name, const JsonValue& value,
                                  absl::string_view path) {
   auto bad = [&](absl::string_view what) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(path, ": tensor ", JsonQuote(name), " ", what));
+    return absl::InvalidArgumentError(absl::StrCat(path, ": tensor ", JsonQuote(name), " ", what));
   };
   if (!value.is_object()) {
     return bad(absl::StrCat("is a JSON ", JsonTypeName(value.type),
@@ -73,20 +72,20 @@ absl::StatusOr<Entry> ParseEntry(const std::string& name, const JsonValue& value
     return bad("has no data_offsets [begin, end] of two non-negative integers");
   }
   if (entry.begin > entry.end) {
-    return bad(absl::StrCat("has data_offsets [", entry.begin, ", ", entry.end,
-                            "], want begin <= end"));
+    return bad(
+        absl::StrCat("has data_offsets [", entry.begin, ", ", entry.end, "], want begin <= end"));
   }
   uint64_t bytes = kernels::DTypeSize(entry.dtype);
   for (int64_t d : entry.shape) {
     if (__builtin_mul_overflow(bytes, static_cast<uint64_t>(d), &bytes)) {
-      return bad(absl::StrCat("has shape ", kernels::ShapeString(entry.shape),
-                              ", which is too large"));
+      return bad(
+          absl::StrCat("has shape ", kernels::ShapeString(entry.shape), ", which is too large"));
     }
   }
   if (entry.end - entry.begin != bytes) {
-    return bad(absl::StrCat("has shape ", kernels::ShapeString(entry.shape), " ", dtype->text,
-                            " (", bytes, " bytes) but data_offsets [", entry.begin, ", ",
-                            entry.end, "] span ", entry.end - entry.begin, " bytes"));
+    return bad(absl::StrCat("has shape ", kernels::ShapeString(entry.shape), " ", dtype->text, " (",
+                            bytes, " bytes) but data_offsets [", entry.begin, ", ", entry.end,
+                            "] span ", entry.end - entry.begin, " bytes"));
   }
   return entry;
 }
@@ -106,9 +105,9 @@ absl::StatusOr<SafetensorsFile> ReadSafetensors(const std::string& path) {
   uint64_t header_len = 0;
   for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | len8[i];
   if (header_len > kMaxSafetensorsHeaderBytes) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        path, " is not a .safetensors file: its header length is ", header_len,
-        " bytes, want at most ", kMaxSafetensorsHeaderBytes));
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, " is not a .safetensors file: its header length is ", header_len,
+                     " bytes, want at most ", kMaxSafetensorsHeaderBytes));
   }
   if (header_len > file.size() - 8) {
     return absl::InvalidArgumentError(absl::StrCat(path, " is truncated: its header length is ",
@@ -124,8 +123,7 @@ absl::StatusOr<SafetensorsFile> ReadSafetensors(const std::string& path) {
   }
   if (!header->is_object()) {
     return absl::InvalidArgumentError(absl::StrCat(path, ": bad .safetensors header: it is a JSON ",
-                                                   JsonTypeName(header->type),
-                                                   ", want an object"));
+                                                   JsonTypeName(header->type), ", want an object"));
   }
 
   SafetensorsFile result;
@@ -138,9 +136,9 @@ absl::StatusOr<SafetensorsFile> ReadSafetensors(const std::string& path) {
       }
       for (const auto& [key, v] : value.object) {
         if (!v.is_string()) {
-          return absl::InvalidArgumentError(
-              absl::StrCat(path, ": __metadata__ value of ", JsonQuote(key), " is a JSON ",
-                           JsonTypeName(v.type), ", want a string"));
+          return absl::InvalidArgumentError(absl::StrCat(path, ": __metadata__ value of ",
+                                                         JsonQuote(key), " is a JSON ",
+                                                         JsonTypeName(v.type), ", want a string"));
         }
         result.metadata.emplace(key, v.text);
       }
@@ -158,9 +156,9 @@ absl::StatusOr<SafetensorsFile> ReadSafetensors(const std::string& path) {
   for (size_t i = 0; i < entries.size(); ++i) {
     const Entry& e = entries[i];
     if (e.end > data_size) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          path, " is truncated: tensor ", JsonQuote(e.name), " ends at byte ", e.end,
-          " of the data section, which has ", data_size, " bytes"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, " is truncated: tensor ", JsonQuote(e.name), " ends at byte ", e.end,
+                       " of the data section, which has ", data_size, " bytes"));
     }
     if (i > 0 && e.begin < entries[i - 1].end) {
       return absl::InvalidArgumentError(absl::StrCat(path, ": tensors ",
@@ -200,10 +198,9 @@ absl::Status WriteSafetensors(const std::string& path, const kernels::WeightMap&
     }
     const uint64_t begin = offset;
     const uint64_t end = begin + tensor.byte_size();
-    members.push_back(absl::StrCat(JsonQuote(name), ":{\"dtype\":\"",
-                                   SafetensorsDTypeName(tensor.dtype()), "\",\"shape\":[",
-                                   absl::StrJoin(tensor.shape(), ","), "],\"data_offsets\":[",
-                                   begin, ",", end, "]}"));
+    members.push_back(absl::StrCat(
+        JsonQuote(name), ":{\"dtype\":\"", SafetensorsDTypeName(tensor.dtype()), "\",\"shape\":[",
+        absl::StrJoin(tensor.shape(), ","), "],\"data_offsets\":[", begin, ",", end, "]}"));
     data_pieces.emplace_back(static_cast<const char*>(tensor.data()), tensor.byte_size());
     const uint64_t pad = (8 - end % 8) % 8;
     if (pad > 0) data_pieces.emplace_back(kZeros, pad);

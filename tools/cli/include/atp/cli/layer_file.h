@@ -1,8 +1,8 @@
 // Layer files: a layer (DESIGN.md §1) stored as .safetensors.
 //
-// An attention layer holds q_proj.weight, k_proj.weight, v_proj.weight, o_proj.weight and optionally
-// the .bias of each; a linear layer holds weight and optionally bias. Tensors may be F32, F16 or
-// BF16. `__metadata__` (string values) configures the layer:
+// An attention layer holds q_proj.weight, k_proj.weight, v_proj.weight, o_proj.weight and
+// optionally the .bias of each; a linear layer holds weight and optionally bias. Tensors may be
+// F32, F16 or BF16. `__metadata__` (string values) configures the layer:
 //   num_heads     attention: number of query heads (required)
 //   num_kv_heads  attention: number of KV heads, a divisor of num_heads (default num_heads)
 //   head_dim      attention: per-head width (default q_proj.weight rows / num_heads)

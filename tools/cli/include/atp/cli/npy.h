@@ -1,9 +1,9 @@
 // NumPy .npy files (format versions 1.0, 2.0 and 3.0) holding one float32 or float16 array in C
 // order, little-endian: how the atp CLI reads inputs and writes outputs.
 //
-// Reading is strict: a Fortran-ordered array, another dtype, a big-endian array, a malformed header,
-// a truncated file or bytes after the data each give INVALID_ARGUMENT with one line that names the
-// file and what was expected. Thread-safe: pure functions (distinct files).
+// Reading is strict: a Fortran-ordered array, another dtype, a big-endian array, a malformed
+// header, a truncated file or bytes after the data each give INVALID_ARGUMENT with one line that
+// names the file and what was expected. Thread-safe: pure functions (distinct files).
 #ifndef ATP_CLI_NPY_H_
 #define ATP_CLI_NPY_H_
 

@@ -4,8 +4,8 @@
 //
 // atp reads and writes F32, F16 and BF16 tensors. Reading is strict: a malformed header, another
 // dtype, offsets outside the file or overlapping, a byte count that does not match the shape, or a
-// truncated file each give INVALID_ARGUMENT with one line that names the file and what was expected.
-// Thread-safe: pure functions (distinct files).
+// truncated file each give INVALID_ARGUMENT with one line that names the file and what was
+// expected. Thread-safe: pure functions (distinct files).
 #ifndef ATP_CLI_SAFETENSORS_H_
 #define ATP_CLI_SAFETENSORS_H_
 
