@@ -91,8 +91,8 @@ printf '%-36s %5s  %-8s  %-18s %10s ms\n' "decompose (energy .99)" "$(field rank
   "$(field compute_ms "$line")"
 
 step "summary"
-awk -v a="${compute_ms[atp]}" -v e="${compute_ms[exact]}" 'BEGIN {
-  if (a > 0) printf "ATP attention took %.1f ms, exact attention %.1f ms: %.1fx faster\n", a, e, e / a }'
+awk -v a="${compute_ms[atp]}" -v e="${compute_ms[exact]}" 'BEGIN { if (a > 0)
+  printf "ATP attention took %.1f ms, exact attention %.1f ms: %.1fx faster\n", a, e, e / a }'
 if /usr/bin/python3 -c 'import numpy' 2>/dev/null; then
   /usr/bin/python3 - "$work" <<'EOF'
 import sys, numpy as np
@@ -103,6 +103,7 @@ for name, label in (("y_atp", "layer default"), ("y_atp64", "rank 64")):
     print(f"ATP ({label}) vs exact attention: relative difference "
           f"{np.linalg.norm(y - exact) / np.linalg.norm(exact):.3f}")
 EOF
-  echo "(ATP is its own function, not an approximation to be made exact: models are fine-tuned with it.)"
+  echo "(ATP is its own function, not an approximation of exact attention: models are"
+  echo " fine-tuned with it, so the difference above is expected.)"
 fi
 echo "done: every op ran; outputs were in $work (removed on exit)"

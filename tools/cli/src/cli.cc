@@ -116,8 +116,13 @@ class ProgressLine {
       : err_(io.interactive ? &io.err : nullptr), label_(std::move(label)) {}
   ProgressLine(const ProgressLine&) = delete;
   ProgressLine& operator=(const ProgressLine&) = delete;
-  ~ProgressLine() {
+  ~ProgressLine() { Done(); }
+
+  // Erases the line; call before printing results to the same terminal.
+  void Done() {
     if (shown_) *err_ << "\r\033[K" << std::flush;
+    shown_ = false;
+    err_ = nullptr;
   }
 
   // For ExecutorOptions::on_step; `this` must outlive the executor's calls.
@@ -130,7 +135,7 @@ class ProgressLine {
   void Tick() {
     const auto now = std::chrono::steady_clock::now();
     const double seconds = std::chrono::duration<double>(now - start_).count();
-    if (seconds < 0.5 || now - last_ < std::chrono::milliseconds(100)) return;
+    if (err_ == nullptr || seconds < 0.5 || now - last_ < std::chrono::milliseconds(100)) return;
     last_ = now;
     char buf[32];
     std::snprintf(buf, sizeof buf, "%.1f s", seconds);
@@ -353,6 +358,7 @@ absl::Status RunAtpAttention(const ArgParser& p, const Io& io) {
   absl::StatusOr<kernels::AtpAttentionResult> result =
       (*executor)->AtpAttention(*std::move(layer), args);
   const double ms = MillisecondsSince(start);
+  progress.Done();
   if (!result.ok()) return result.status();
   Tensor y = AsDType(std::move(result->y), *output_dtype);
   if (auto s = WriteNpy(*output_path, y.view()); !s.ok()) return s;
@@ -404,6 +410,7 @@ absl::Status RunExactAttention(const ArgParser& p, const Io& io) {
   const auto start = std::chrono::steady_clock::now();
   absl::StatusOr<Tensor> result = (*executor)->ExactAttention(*std::move(layer), args);
   const double ms = MillisecondsSince(start);
+  progress.Done();
   if (!result.ok()) return result.status();
   Tensor y = AsDType(*std::move(result), *output_dtype);
   if (auto s = WriteNpy(*output_path, y.view()); !s.ok()) return s;
@@ -484,6 +491,7 @@ absl::Status RunLowRankLinear(const ArgParser& p, const Io& io) {
   absl::StatusOr<kernels::LowRankLinearResult> result =
       (*executor)->LowRankLinear(*std::move(layer), args);
   const double ms = MillisecondsSince(start);
+  progress.Done();
   if (!result.ok()) return result.status();
   Tensor y = AsDType(std::move(result->y), *output_dtype);
   if (auto s = WriteNpy(*output_path, y.view()); !s.ok()) return s;
@@ -541,6 +549,7 @@ absl::Status RunDecompose(const ArgParser& p, const Io& io) {
   const auto start = std::chrono::steady_clock::now();
   absl::StatusOr<kernels::PrincipalBases> result = (*executor)->Decompose(args);
   const double ms = MillisecondsSince(start);
+  progress.Done();
   if (!result.ok()) return result.status();
   Tensor u = AsDType(std::move(result->u), *output_dtype);
   Tensor s = AsDType(std::move(result->s), DType::kF32);
