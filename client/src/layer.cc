@@ -1,0 +1,383 @@
+#include "atp/client/layer.h"
+
+#include <cmath>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "atp/wire/layer_digest.h"
+#include "safetensors_reader.h"
+
+namespace atp::client {
+
+struct LayerSpec::Data {
+  std::string id;
+  Kind kind = Kind::kAttention;
+  AttentionConfig attention;
+  std::optional<RankPolicy> linear_default_rank;
+  std::map<std::string, Tensor> weights;
+  uint64_t weight_bytes = 0;
+  std::string digest;
+};
+
+namespace {
+
+constexpr const char* kAttentionMaps[] = {"q_proj", "k_proj", "v_proj", "o_proj"};
+
+absl::Status CheckLayerId(absl::string_view id) {
+  if (id.empty() || id.size() > 128) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("layer id \"", id, "\" has ", id.size(), " characters, want 1 to 128"));
+  }
+  for (char c : id) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                    c == '.' || c == '_' || c == ':' || c == '/' || c == '-';
+    if (!ok) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "layer id \"", id, "\" contains '", std::string(1, c), "', want [A-Za-z0-9._:/-]"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckShape(const std::string& layer, const std::string& name, const Tensor& t,
+                        const Shape& want) {
+  if (t.shape() != want) {
+    return absl::InvalidArgumentError(absl::StrCat("layer ", layer, ": ", name, " has shape ",
+                                                   ShapeString(t.shape()), ", want ",
+                                                   ShapeString(want)));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateAttention(const LayerSpec::Data& d) {
+  const AttentionConfig& c = d.attention;
+  auto positive = [&](int64_t v, const char* field) -> absl::Status {
+    if (v < 1) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("layer ", d.id, ": ", field, " is ", v, ", want >= 1"));
+    }
+    return absl::OkStatus();
+  };
+  if (auto s = positive(c.d_model, "d_model"); !s.ok()) return s;
+  if (auto s = positive(c.num_heads, "num_heads"); !s.ok()) return s;
+  if (auto s = positive(c.head_dim, "head_dim"); !s.ok()) return s;
+  if (c.num_kv_heads < 1 || c.num_heads % c.num_kv_heads != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("layer ", d.id, ": num_kv_heads is ",
+                                                   c.num_kv_heads, ", want a divisor of num_heads ",
+                                                   c.num_heads));
+  }
+  if (!std::isfinite(c.scale) || c.scale <= 0.0f) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("layer ", d.id, ": scale is ", c.scale, ", want a finite value > 0"));
+  }
+  if (c.default_rank) {
+    if (auto s = ValidateRankPolicy(*c.default_rank); !s.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("layer ", d.id, ": default_rank: ", s.message()));
+    }
+  }
+  const int64_t q_rows = c.num_heads * c.head_dim;
+  const int64_t kv_rows = c.num_kv_heads * c.head_dim;
+  const std::map<std::string, Shape> want = {
+      {"q_proj.weight", {q_rows, c.d_model}}, {"q_proj.bias", {q_rows}},
+      {"k_proj.weight", {kv_rows, c.d_model}}, {"k_proj.bias", {kv_rows}},
+      {"v_proj.weight", {kv_rows, c.d_model}}, {"v_proj.bias", {kv_rows}},
+      {"o_proj.weight", {c.d_model, q_rows}},  {"o_proj.bias", {c.d_model}},
+  };
+  for (const auto& [name, tensor] : d.weights) {
+    auto it = want.find(name);
+    if (it == want.end()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "layer ", d.id, ": unknown tensor \"", name,
+          "\" in an attention layer, want {q,k,v,o}_proj.weight and optional .bias"));
+    }
+    if (auto s = CheckShape(d.id, name, tensor, it->second); !s.ok()) return s;
+  }
+  for (const char* map : kAttentionMaps) {
+    const std::string name = absl::StrCat(map, ".weight");
+    if (!d.weights.contains(name)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("layer ", d.id, ": attention layer lacks ", name));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateLinear(const LayerSpec::Data& d) {
+  auto w = d.weights.find("weight");
+  if (w == d.weights.end()) {
+    return absl::InvalidArgumentError(absl::StrCat("layer ", d.id, ": linear layer lacks weight"));
+  }
+  if (w->second.rank() != 2) {
+    return absl::InvalidArgumentError(absl::StrCat("layer ", d.id, ": weight has shape ",
+                                                   ShapeString(w->second.shape()),
+                                                   ", want [out_features, in_features]"));
+  }
+  for (const auto& [name, tensor] : d.weights) {
+    if (name == "weight") continue;
+    if (name != "bias") {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "layer ", d.id, ": unknown tensor \"", name, "\" in a linear layer, want weight, bias"));
+    }
+    if (auto s = CheckShape(d.id, name, tensor, {w->second.dim(0)}); !s.ok()) return s;
+  }
+  if (d.linear_default_rank) {
+    if (auto s = ValidateRankPolicy(*d.linear_default_rank); !s.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("layer ", d.id, ": default_rank: ", s.message()));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::map<std::string, Tensor>> CopyWeights(
+    const std::string& id, const std::map<std::string, TensorView>& views) {
+  std::map<std::string, Tensor> out;
+  for (const auto& [name, view] : views) {
+    if (auto s = CheckTensorView(view, -1, absl::StrCat("layer ", id, ": ", name)); !s.ok()) {
+      return s;
+    }
+    out.emplace(name, Tensor::CopyOf(view));
+  }
+  return out;
+}
+
+}  // namespace
+
+absl::Status ValidateRankPolicy(const RankPolicy& policy) {
+  if (policy.max_rank < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("rank policy max_rank is ", policy.max_rank, ", want >= 0"));
+  }
+  switch (policy.kind) {
+    case RankPolicy::Kind::kFixed:
+      if (!(policy.value >= 1) || policy.value != std::floor(policy.value) ||
+          policy.value > 4294967295.0) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("fixed rank is ", policy.value, ", want an integer >= 1"));
+      }
+      break;
+    case RankPolicy::Kind::kFraction:
+    case RankPolicy::Kind::kEnergy:
+      if (!(policy.value > 0 && policy.value <= 1)) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            policy.kind == RankPolicy::Kind::kFraction ? "rank fraction" : "rank energy", " is ",
+            policy.value, ", want a value in (0, 1]"));
+      }
+      break;
+  }
+  return absl::OkStatus();
+}
+
+std::string RankPolicyString(const RankPolicy& policy) {
+  std::string out;
+  switch (policy.kind) {
+    case RankPolicy::Kind::kFixed:
+      out = absl::StrCat("fixed ", static_cast<int64_t>(policy.value));
+      break;
+    case RankPolicy::Kind::kFraction:
+      out = absl::StrCat("fraction ", policy.value);
+      break;
+    case RankPolicy::Kind::kEnergy:
+      out = absl::StrCat("energy ", policy.value);
+      break;
+  }
+  if (policy.max_rank > 0) absl::StrAppend(&out, " max ", policy.max_rank);
+  return out;
+}
+
+absl::StatusOr<RankPolicy> ParseRankPolicy(absl::string_view text) {
+  const std::vector<absl::string_view> words = absl::StrSplit(text, ' ', absl::SkipWhitespace());
+  auto bad = [&]() {
+    return absl::InvalidArgumentError(
+        absl::StrCat("rank policy \"", text,
+                     "\" is not one of \"energy T\", \"fixed N\", \"fraction F\" (each optionally "
+                     "followed by \"max N\")"));
+  };
+  if (words.size() != 2 && words.size() != 4) return bad();
+  RankPolicy policy;
+  if (words[0] == "energy") {
+    policy.kind = RankPolicy::Kind::kEnergy;
+  } else if (words[0] == "fixed") {
+    policy.kind = RankPolicy::Kind::kFixed;
+  } else if (words[0] == "fraction") {
+    policy.kind = RankPolicy::Kind::kFraction;
+  } else {
+    return bad();
+  }
+  if (!absl::SimpleAtod(words[1], &policy.value) || !std::isfinite(policy.value)) return bad();
+  if (words.size() == 4 && (words[2] != "max" || !absl::SimpleAtoi(words[3], &policy.max_rank))) {
+    return bad();
+  }
+  if (auto s = ValidateRankPolicy(policy); !s.ok()) return s;
+  return policy;
+}
+
+absl::StatusOr<LayerSpec> LayerSpec::Build(Data data) {
+  if (auto s = CheckLayerId(data.id); !s.ok()) return s;
+  std::vector<wire::DigestTensor> digest_tensors;
+  for (const auto& [name, t] : data.weights) {
+    data.weight_bytes += t.byte_size();
+    digest_tensors.push_back(wire::DigestTensor{
+        name, static_cast<int>(t.dtype()), t.shape(),
+        absl::MakeConstSpan(static_cast<const uint8_t*>(t.data()), t.byte_size())});
+  }
+  if (data.kind == Kind::kAttention) {
+    AttentionConfig& c = data.attention;
+    if (c.num_kv_heads == 0) c.num_kv_heads = c.num_heads;
+    if (c.scale == 0.0f && c.head_dim > 0) {
+      c.scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+    }
+    if (auto s = ValidateAttention(data); !s.ok()) return s;
+    data.digest = wire::LayerDigest(
+        digest_tensors,
+        wire::AttentionDigestConfig(c.d_model, c.num_heads, c.num_kv_heads, c.head_dim, c.scale,
+                                    c.key_scale == KeyScale::kInvSqrtLen ? 1 : 0));
+  } else {
+    if (auto s = ValidateLinear(data); !s.ok()) return s;
+    data.digest = wire::LayerDigest(digest_tensors, wire::kLinearDigestConfig);
+  }
+  return LayerSpec(std::make_shared<const Data>(std::move(data)));
+}
+
+absl::StatusOr<LayerSpec> LayerSpec::Attention(std::string id, const AttentionConfig& config,
+                                               const std::map<std::string, TensorView>& weights) {
+  absl::StatusOr<std::map<std::string, Tensor>> copies = CopyWeights(id, weights);
+  if (!copies.ok()) return copies.status();
+  return Attention(std::move(id), config, *std::move(copies));
+}
+
+absl::StatusOr<LayerSpec> LayerSpec::Attention(std::string id, const AttentionConfig& config,
+                                               std::map<std::string, Tensor> weights) {
+  Data d;
+  d.id = std::move(id);
+  d.kind = Kind::kAttention;
+  d.attention = config;
+  d.weights = std::move(weights);
+  return Build(std::move(d));
+}
+
+absl::StatusOr<LayerSpec> LayerSpec::Linear(std::string id, const TensorView& weight,
+                                            const std::optional<TensorView>& bias,
+                                            std::optional<RankPolicy> default_rank) {
+  std::map<std::string, TensorView> views = {{"weight", weight}};
+  if (bias) views.emplace("bias", *bias);
+  absl::StatusOr<std::map<std::string, Tensor>> copies = CopyWeights(id, views);
+  if (!copies.ok()) return copies.status();
+  Data d;
+  d.id = std::move(id);
+  d.kind = Kind::kLinear;
+  d.linear_default_rank = default_rank;
+  d.weights = *std::move(copies);
+  return Build(std::move(d));
+}
+
+absl::StatusOr<LayerSpec> LayerSpec::Linear(std::string id, Tensor weight,
+                                            std::optional<Tensor> bias,
+                                            std::optional<RankPolicy> default_rank) {
+  Data d;
+  d.id = std::move(id);
+  d.kind = Kind::kLinear;
+  d.linear_default_rank = default_rank;
+  d.weights.emplace("weight", std::move(weight));
+  if (bias) d.weights.emplace("bias", *std::move(bias));
+  return Build(std::move(d));
+}
+
+absl::StatusOr<LayerSpec> LayerSpec::FromSafetensors(std::string id, const std::string& path) {
+  absl::StatusOr<internal::SafetensorsContents> file = internal::ReadSafetensorsFile(path);
+  if (!file.ok()) return file.status();
+  const auto& meta = file->metadata;
+  auto meta_error = [&](absl::string_view key, absl::string_view value, absl::string_view want) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": __metadata__ ", key, " is \"", value, "\", want ", want));
+  };
+  auto read_int = [&](absl::string_view key, int64_t* out) -> absl::Status {
+    auto it = meta.find(std::string(key));
+    if (it == meta.end()) return absl::OkStatus();
+    if (!absl::SimpleAtoi(it->second, out) || *out < 1) {
+      return meta_error(key, it->second, "an integer >= 1");
+    }
+    return absl::OkStatus();
+  };
+  std::optional<RankPolicy> default_rank;
+  if (auto it = meta.find("default_rank"); it != meta.end()) {
+    absl::StatusOr<RankPolicy> p = ParseRankPolicy(it->second);
+    if (!p.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ": __metadata__ default_rank: ", p.status().message()));
+    }
+    default_rank = *p;
+  }
+  absl::StatusOr<LayerSpec> spec;
+  if (meta.contains("num_heads")) {
+    AttentionConfig c;
+    if (auto s = read_int("num_heads", &c.num_heads); !s.ok()) return s;
+    if (auto s = read_int("num_kv_heads", &c.num_kv_heads); !s.ok()) return s;
+    auto q = file->tensors.find("q_proj.weight");
+    if (q == file->tensors.end() || q->second.rank() != 2) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ": attention layer (num_heads is set) lacks a 2-D q_proj.weight"));
+    }
+    c.d_model = q->second.dim(1);
+    c.head_dim = q->second.dim(0) / c.num_heads;
+    if (auto s = read_int("head_dim", &c.head_dim); !s.ok()) return s;
+    if (auto it = meta.find("key_scale"); it != meta.end()) {
+      if (it->second == "none") {
+        c.key_scale = KeyScale::kNone;
+      } else if (it->second == "inv_sqrt_len") {
+        c.key_scale = KeyScale::kInvSqrtLen;
+      } else {
+        return meta_error("key_scale", it->second, "none or inv_sqrt_len");
+      }
+    }
+    if (auto it = meta.find("scale"); it != meta.end()) {
+      if (!absl::SimpleAtof(it->second, &c.scale) || !(c.scale > 0) || !std::isfinite(c.scale)) {
+        return meta_error("scale", it->second, "a finite number > 0");
+      }
+    }
+    c.default_rank = default_rank;
+    spec = Attention(std::move(id), c, std::move(file->tensors));
+  } else {
+    Data d;
+    d.id = std::move(id);
+    d.kind = Kind::kLinear;
+    d.linear_default_rank = default_rank;
+    d.weights = std::move(file->tensors);
+    spec = Build(std::move(d));
+  }
+  if (!spec.ok()) {
+    return absl::Status(spec.status().code(), absl::StrCat(path, ": ", spec.status().message()));
+  }
+  return spec;
+}
+
+const std::string& LayerSpec::id() const { return data_->id; }
+LayerSpec::Kind LayerSpec::kind() const { return data_->kind; }
+const AttentionConfig& LayerSpec::attention() const { return data_->attention; }
+const std::optional<RankPolicy>& LayerSpec::linear_default_rank() const {
+  return data_->linear_default_rank;
+}
+const std::map<std::string, Tensor>& LayerSpec::weights() const { return data_->weights; }
+uint64_t LayerSpec::weight_bytes() const { return data_->weight_bytes; }
+const std::string& LayerSpec::digest() const { return data_->digest; }
+
+absl::StatusOr<std::pair<int64_t, int64_t>> LayerSpec::LinearShape(
+    absl::string_view weight) const {
+  const std::string name = weight.empty() ? "weight" : absl::StrCat(weight, ".weight");
+  auto it = data_->weights.find(name);
+  if (it == data_->weights.end()) {
+    return absl::NotFoundError(
+        absl::StrCat("layer ", data_->id, " has no linear map \"", weight, "\" (no ", name, ")"));
+  }
+  return std::make_pair(it->second.dim(1), it->second.dim(0));
+}
+
+bool LayerSpec::HasBias(absl::string_view weight) const {
+  return data_->weights.contains(weight.empty() ? std::string("bias")
+                                                : absl::StrCat(weight, ".bias"));
+}
+
+}  // namespace atp::client
