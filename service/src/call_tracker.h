@@ -19,6 +19,8 @@ class DrainableCall {
   virtual ~DrainableCall() = default;
   // The worker is draining: finish the work already admitted, refuse more, end when idle.
   virtual void OnDrain() = 0;
+  // The drain timeout ran out: end the call now (its running work is cancelled).
+  virtual void OnStop() = 0;
 };
 
 class CallTracker {
@@ -51,6 +53,18 @@ class CallTracker {
       }
     }
     for (auto& call : live) call->OnDrain();
+  }
+
+  // Tells every live call to stop at once.
+  void StopAll() {
+    std::vector<std::shared_ptr<DrainableCall>> live;
+    {
+      absl::MutexLock lock(&mu_);
+      for (auto& [id, weak] : calls_) {
+        if (auto call = weak.lock()) live.push_back(std::move(call));
+      }
+    }
+    for (auto& call : live) call->OnStop();
   }
 
   // Waits until no call is live or `deadline` passes; true when none is live.

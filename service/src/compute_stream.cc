@@ -117,6 +117,17 @@ class ComputeStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grp
     AdvanceLocked();
   }
 
+  void OnStop() override {
+    absl::MutexLock lock(&mu_);
+    AbandonLocked();
+    if (!finished_) {
+      finished_ = true;
+      finish_code_ = absl::StatusCode::kUnavailable;
+      Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                          "the worker is shutting down and its drain timeout ran out"));
+    }
+  }
+
   void OnReadDone(bool ok) override {
     absl::MutexLock lock(&mu_);
     if (finished_) return;

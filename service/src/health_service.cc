@@ -168,6 +168,12 @@ void HealthState::Shutdown() {
   }
 }
 
+bool HealthState::WaitForWatchesToEnd(absl::Time deadline) {
+  absl::MutexLock lock(&mu_);
+  auto none = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return watchers_.empty(); };
+  return mu_.AwaitWithDeadline(absl::Condition(&none), deadline);
+}
+
 grpc::ServerUnaryReactor* HealthService::Check(grpc::CallbackServerContext* context,
                                                const grpc::ByteBuffer* request,
                                                grpc::ByteBuffer* response) {

@@ -15,6 +15,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 
 namespace atp::service {
@@ -49,6 +50,8 @@ class HealthState {
 
   // Every status becomes NOT_SERVING and every watch ends.
   void Shutdown();
+  // Waits until every watch has ended (after Shutdown) or `deadline` passes; true when none is left.
+  bool WaitForWatchesToEnd(absl::Time deadline);
 
  private:
   struct WatcherEntry {

@@ -364,15 +364,18 @@ void WorkerServer::Shutdown(absl::Duration drain_timeout) {
     Log(LogLevel::kWarning, "drain timeout; cancelling the remaining work",
         {{"open_streams", s.tracker.size()}});
     s.core->stopping.store(true);
+    s.tracker.StopAll();
   }
   s.monitor_stop.Notify();
   if (s.monitor.joinable()) s.monitor.join();
+  // Health watches send their last status (NOT_SERVING) and end; a second bounds the wait for
+  // clients that do not read it.
   s.health.Shutdown();
-  // Health watches end after their last status; unary calls finish at once; Compute streams were
-  // drained (or are cancelled now). A second bounds the wait for anything left.
-  const auto deadline = std::chrono::system_clock::now() + std::chrono::seconds(1);
-  if (s.probe_server) s.probe_server->Shutdown(deadline);
-  s.server->Shutdown(deadline);
+  s.health.WaitForWatchesToEnd(absl::Now() + absl::Seconds(1));
+  // Compute streams were drained (or stopped); whatever is left is cancelled now.
+  const auto now = std::chrono::system_clock::now();
+  if (s.probe_server) s.probe_server->Shutdown(now);
+  s.server->Shutdown(now);
   s.executor->Shutdown();
   s.registry->Clear();
   s.metrics.reset();

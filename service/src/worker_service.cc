@@ -57,6 +57,11 @@ class RegisterUpload final : public grpc::ServerReadReactor<grpc::ByteBuffer>,
   // An upload in progress is allowed to complete; its call ends by itself.
   void OnDrain() override {}
 
+  void OnStop() override {
+    absl::MutexLock lock(&mu_);
+    FinishLocked(absl::UnavailableError("the worker is shutting down and its drain timeout ran out"));
+  }
+
   void OnReadDone(bool ok) override {
     absl::MutexLock lock(&mu_);
     if (finished_) return;
