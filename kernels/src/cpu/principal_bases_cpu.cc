@@ -1,9 +1,11 @@
 #include "cpu/principal_bases_cpu.h"
 
+#include <cblas.h>
 #include <lapacke.h>
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <numbers>
 #include <optional>
 
@@ -162,9 +164,9 @@ void FillGaussian(uint64_t seed, float* out, int64_t n) {
   }
 }
 
-// Overwrites the column-major rows×cols matrix a (ld = rows) with an orthonormal basis of its
-// column space (Householder QR, robust to rank deficiency).
-absl::Status Orthonormalize(float* a, int64_t rows, int64_t cols, std::vector<float>* tau) {
+// Householder QR: robust to any conditioning, including rank deficiency, but its panel
+// factorisation is level-2 BLAS.
+absl::Status HouseholderQr(float* a, int64_t rows, int64_t cols, std::vector<float>* tau) {
   tau->resize(static_cast<size_t>(cols));
   const auto m = static_cast<lapack_int>(rows);
   const auto n = static_cast<lapack_int>(cols);
@@ -173,6 +175,76 @@ absl::Status Orthonormalize(float* a, int64_t rows, int64_t cols, std::vector<fl
   info = LAPACKE_sorgqr(LAPACK_COL_MAJOR, m, n, n, a, m, tau->data());
   if (info != 0) return LapackError("sorgqr", info);
   return absl::OkStatus();
+}
+
+// G = AᵀA (upper triangle, column-major cols×cols) for the column-major rows×cols matrix a. In
+// f64 when `exact_gram` (row blocks converted on the fly, so no f64 copy of a), which keeps the
+// Gram matrix of an ill-conditioned a meaningful; in f32 otherwise.
+void Gram(const float* a, int64_t rows, int64_t cols, bool exact_gram, std::vector<double>* gram,
+          std::vector<float>* scratch) {
+  gram->assign(static_cast<size_t>(cols * cols), 0.0);
+  if (!exact_gram) {
+    scratch->resize(static_cast<size_t>(cols * cols));
+    cblas_ssyrk(CblasColMajor, CblasUpper, CblasTrans, static_cast<blasint>(cols),
+                static_cast<blasint>(rows), 1.0f, a, static_cast<blasint>(rows), 0.0f,
+                scratch->data(), static_cast<blasint>(cols));
+    std::copy(scratch->begin(), scratch->end(), gram->begin());
+    return;
+  }
+  constexpr int64_t kRowBlock = 512;
+  std::vector<double> block(static_cast<size_t>(std::min(rows, kRowBlock) * cols));
+  for (int64_t i0 = 0; i0 < rows; i0 += kRowBlock) {
+    const int64_t n = std::min(kRowBlock, rows - i0);
+    for (int64_t j = 0; j < cols; ++j) {
+      for (int64_t i = 0; i < n; ++i) block[j * n + i] = a[j * rows + i0 + i];
+    }
+    cblas_dsyrk(CblasColMajor, CblasUpper, CblasTrans, static_cast<blasint>(cols),
+                static_cast<blasint>(n), 1.0, block.data(), static_cast<blasint>(n), 1.0,
+                gram->data(), static_cast<blasint>(cols));
+  }
+}
+
+// One CholeskyQR pass: G = AᵀA = RᵀR, A ← A·R⁻¹ (level-3 BLAS only). Returns false, leaving a
+// unchanged, when Cholesky breaks down (a is numerically rank-deficient).
+bool CholeskyQrPass(float* a, int64_t rows, int64_t cols, bool exact_gram,
+                    std::vector<float>* scratch) {
+  std::vector<double> gram;
+  Gram(a, rows, cols, exact_gram, &gram, scratch);
+  const lapack_int info = LAPACKE_dpotrf(LAPACK_COL_MAJOR, 'U', static_cast<lapack_int>(cols),
+                                         gram.data(), static_cast<lapack_int>(cols));
+  if (info != 0) return false;
+  // A pivot at the level of f32 rounding means a direction a cannot resolve: leave it to
+  // Householder, which returns an orthonormal basis whatever the rank.
+  double largest = 0.0;
+  double smallest = std::numeric_limits<double>::infinity();
+  for (int64_t i = 0; i < cols; ++i) {
+    const double pivot = std::abs(gram[i * cols + i]);
+    largest = std::max(largest, pivot);
+    smallest = std::min(smallest, pivot);
+  }
+  constexpr double kMinPivotRatio = 1e-6;  // ≈ 16 f32 ulps
+  if (!(smallest > kMinPivotRatio * largest)) return false;
+  scratch->assign(static_cast<size_t>(cols * cols), 0.0f);
+  for (int64_t j = 0; j < cols; ++j) {
+    for (int64_t i = 0; i <= j; ++i)
+      (*scratch)[j * cols + i] = static_cast<float>(gram[j * cols + i]);
+  }
+  cblas_strsm(CblasColMajor, CblasRight, CblasUpper, CblasNoTrans, CblasNonUnit,
+              static_cast<blasint>(rows), static_cast<blasint>(cols), 1.0f, scratch->data(),
+              static_cast<blasint>(cols), a, static_cast<blasint>(rows));
+  return true;
+}
+
+// Overwrites the column-major rows×cols matrix a (ld = rows) with an orthonormal basis of its
+// column space. Mixed-precision CholeskyQR2: the first pass with an f64 Gram matrix brings any a
+// that f32 can resolve close to orthonormal, the second (f32 Gram) makes it orthonormal to f32
+// precision; all level-3 BLAS. Householder QR (level-2 panels, slower) when Cholesky breaks down.
+absl::Status Orthonormalize(float* a, int64_t rows, int64_t cols, std::vector<float>* scratch) {
+  if (CholeskyQrPass(a, rows, cols, /*exact_gram=*/true, scratch) &&
+      CholeskyQrPass(a, rows, cols, /*exact_gram=*/false, scratch)) {
+    return absl::OkStatus();
+  }
+  return HouseholderQr(a, rows, cols, scratch);
 }
 
 // Σ of the `rank` largest eigenvalues of B·Bᵀ (B is k×d row-major), i.e. Σ_{i<=rank} σ̃_i².
