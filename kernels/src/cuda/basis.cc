@@ -315,12 +315,17 @@ absl::Status BasisRun::OtherSide() {
                        ToHostDoubles(ctx_, DevType::kF64, norms_dev.get(), r));
   double largest = sigma_.empty() ? 0.0 : sigma_[0];
   for (double v : norms_sq) largest = std::max(largest, std::sqrt(std::max(v, 0.0)));
+  // A row is degenerate when its σ is at the noise floor of the eigen side (then X·v_i / σ_i
+  // is rounding noise inside the span of the other rows) or its norm vanishes.
   const double tau = ct_ == DevType::kF64 ? 1e-12 : 1e-6;
+  const double tau_sigma = ct_ == DevType::kF64 ? 1e-7 : 1e-3;
   std::vector<double> scale(static_cast<size_t>(r));
   bool degenerate = false;
   for (int64_t i = 0; i < r; ++i) {
     const double norm = std::sqrt(std::max(norms_sq[i], 0.0));
-    if (norm > 0.0 && norm > tau * largest) {
+    const bool sigma_ok = i < static_cast<int64_t>(sigma_.size()) &&
+                          sigma_[i] > tau_sigma * sigma_[0];
+    if (sigma_ok && norm > 0.0 && norm > tau * largest) {
       scale[i] = 1.0 / norm;
     } else {
       // σ_i = 0 (to working precision): u_i is any unit vector orthogonal to the others; start

@@ -45,8 +45,9 @@ struct BasisOptions {
   int iteration_split = 2;
   int rayleigh_ritz_split = 3;
   EigSolver eig = EigSolver::kSyevd;
-  // kAuto uses the exact method when min(L, d) <= this or when k >= min(L, d) / 2.
-  int64_t exact_max_dim = 384;
+  // kAuto uses the exact method when min(L, d) <= this or when k >= min(L, d) / 2 (the CPU
+  // backend's rule, so that small inputs take the exact path on both).
+  int64_t exact_max_dim = 128;
 
   // Which sides the caller needs as explicit matrices (the sign rule may compute U anyway).
   bool need_u = true;

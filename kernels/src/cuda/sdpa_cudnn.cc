@@ -114,6 +114,7 @@ class CudnnSdpaEngine : public SdpaEngine {
     int64_t workspace = 0;
   };
   Plan Build(const SdpaArgs& a);
+  Plan BuildOrThrow(const SdpaArgs& a);
 
   cudnnHandle_t handle_;
   size_t version_;
@@ -121,6 +122,21 @@ class CudnnSdpaEngine : public SdpaEngine {
 };
 
 CudnnSdpaEngine::Plan CudnnSdpaEngine::Build(const SdpaArgs& a) {
+  Plan plan;
+  try {
+    plan = BuildOrThrow(a);
+  } catch (const std::exception& e) {
+    plan = Plan();
+    plan.status = absl::InternalError(absl::StrCat("cuDNN SDPA build: ", e.what()));
+  }
+  // A shape cuDNN cannot build a plan for is one it does not support: the caller falls back.
+  if (!plan.status.ok() && !absl::IsUnimplemented(plan.status)) {
+    plan.status = absl::UnimplementedError(plan.status.message());
+  }
+  return plan;
+}
+
+CudnnSdpaEngine::Plan CudnnSdpaEngine::BuildOrThrow(const SdpaArgs& a) {
   Plan plan;
   const int64_t h = a.heads, hk = a.kv_heads, dh = a.head_dim;
   auto g = std::make_shared<fe::graph::Graph>();
