@@ -87,7 +87,8 @@ int ExpectCancellableAtEveryCheckpoint(const Op& op) {
 
 TEST(CpuBackendTest, EveryOpStopsWhenItsContextSaysSo) {
   Rng rng(4);
-  auto backend = CreateCpuBackend();
+  // One thread: heads then run one at a time, with a checkpoint after each.
+  auto backend = CreateCpuBackend(CpuBackendOptions{.threads = 1});
   testing::AttentionShape s;
   s.d_model = 160;
   s.heads = 4;

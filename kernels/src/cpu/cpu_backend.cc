@@ -2,6 +2,7 @@
 // precision needs it). Each call validates its arguments, converts inputs to f32, computes and
 // converts the outputs to the requested dtype.
 #include <cblas.h>
+#include <sched.h>
 #include <unistd.h>
 
 #include <fstream>
@@ -44,6 +45,13 @@ uint64_t MemInfoBytes(const std::string& text, absl::string_view name) {
   return 0;
 }
 
+// Cores this process may run on (its affinity mask, which containers narrow), at least 1.
+int UsableCores() {
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) return std::max(1, CPU_COUNT(&set));
+  return std::max(1u, std::thread::hardware_concurrency());
+}
+
 std::string CpuModel() {
   std::ifstream in("/proc/cpuinfo");
   std::string line;
@@ -74,8 +82,9 @@ absl::StatusOr<const CpuLayer*> AsCpuLayer(const LayerHandle& layer, LayerSpec::
 class CpuBackend : public Backend {
  public:
   explicit CpuBackend(const CpuBackendOptions& options) {
-    if (options.threads > 0) openblas_set_num_threads(options.threads);
-    env_.threads = options.threads > 0 ? options.threads : std::max(1, openblas_get_num_threads());
+    // OpenBLAS single-threaded, the backend's own threads split the work (see cpu/cpu_util.h).
+    openblas_set_num_threads(1);
+    env_.threads = options.threads > 0 ? options.threads : UsableCores();
     env_.poison = options.poison_outputs;
     description_ = absl::StrCat(CpuModel(), " x", std::thread::hardware_concurrency(), " (",
                                 env_.threads, " threads, ", openblas_get_config(), ")");
@@ -113,10 +122,10 @@ class CpuBackend : public Backend {
       out.rank = r;
       out.captured_energy = bases->captured_energy;
       out.total_energy = bases->total_energy;
-      out.u = cpu::ToTensor(bases->u, {request.length, r}, args.output_dtype);
-      out.vt = cpu::ToTensor(bases->vt, {r, request.width}, args.output_dtype);
-      std::vector<float> s(bases->s.begin(), bases->s.end());
-      out.s = cpu::ToTensor(s, {r}, DType::kF32);
+      out.u = cpu::ToTensor(bases->u.data(), {request.length, r}, args.output_dtype);
+      out.vt = cpu::ToTensor(bases->vt.data(), {r, request.width}, args.output_dtype);
+      const std::vector<float> s(bases->s.begin(), bases->s.end());
+      out.s = cpu::ToTensor(s.data(), {r}, DType::kF32);
       return out;
     } catch (const std::bad_alloc&) {
       return OutOfMemory("the principal bases");

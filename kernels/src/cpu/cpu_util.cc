@@ -3,7 +3,9 @@
 #include <cblas.h>
 
 #include <algorithm>
+#include <atomic>
 #include <bit>
+#include <cmath>
 #include <cstring>
 #include <limits>
 #include <thread>
@@ -20,9 +22,10 @@ F32Input::F32Input(const TensorView& view) {
   data_ = owned_.data();
 }
 
-std::vector<float> NewBuffer(const CpuEnv& env, int64_t n) {
-  return std::vector<float>(static_cast<size_t>(n),
-                            env.poison ? std::numeric_limits<float>::quiet_NaN() : 0.0f);
+Buffer NewBuffer(const CpuEnv& env, int64_t n) {
+  Buffer buffer = std::make_unique_for_overwrite<float[]>(static_cast<size_t>(n));
+  if (env.poison) std::fill_n(buffer.get(), n, std::numeric_limits<float>::quiet_NaN());
+  return buffer;
 }
 
 Tensor ToTensor(const float* values, int64_t rows, int64_t cols, int64_t ld, DType dtype) {
@@ -36,9 +39,9 @@ Tensor ToTensor(const float* values, int64_t rows, int64_t cols, int64_t ld, DTy
   return t;
 }
 
-Tensor ToTensor(const std::vector<float>& values, Shape shape, DType dtype) {
+Tensor ToTensor(const float* values, Shape shape, DType dtype) {
   Tensor t(dtype, std::move(shape));
-  ConvertFromF32(values.data(), dtype, t.data(), static_cast<size_t>(t.num_elements()));
+  ConvertFromF32(values, dtype, t.data(), static_cast<size_t>(t.num_elements()));
   return t;
 }
 
@@ -50,15 +53,45 @@ void Gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alp
               static_cast<blasint>(ldb), beta, c, static_cast<blasint>(ldc));
 }
 
-void Linear(const float* x, int64_t rows, int64_t d, const float* w, int64_t n, const float* bias,
-            float* y) {
+void ParallelGemm(const CpuEnv& env, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
+                  float alpha, const float* a, int64_t lda, const float* b, int64_t ldb, float beta,
+                  float* c, int64_t ldc) {
+  // Below about 2^22 multiply-adds a thread costs more than it saves.
+  constexpr int64_t kMinParallelWork = int64_t{1} << 22;
+  // Split points on multiples of 16 keep the GEMM kernels' panels whole.
+  constexpr int64_t kAlign = 16;
+  const int threads = env.threads;
+  if (threads <= 1 || m * n * k < kMinParallelWork || std::max(m, n) < 2 * kAlign) {
+    Gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    return;
+  }
+  const bool split_rows = m >= n;
+  const int64_t extent = split_rows ? m : n;
+  const int64_t chunk = ((extent + threads - 1) / threads + kAlign - 1) / kAlign * kAlign;
+  ParallelFor((extent + chunk - 1) / chunk, threads, [&](int64_t begin, int64_t end) {
+    for (int64_t part = begin; part < end; ++part) {
+      const int64_t lo = part * chunk;
+      const int64_t len = std::min(chunk, extent - lo);
+      if (split_rows) {  // rows lo.. of op(A) and C
+        Gemm(trans_a, trans_b, len, n, k, alpha, trans_a ? a + lo : a + lo * lda, lda, b, ldb, beta,
+             c + lo * ldc, ldc);
+      } else {  // columns lo.. of op(B) and C
+        Gemm(trans_a, trans_b, m, len, k, alpha, a, lda, trans_b ? b + lo * ldb : b + lo, ldb, beta,
+             c + lo, ldc);
+      }
+    }
+  });
+}
+
+void Linear(const CpuEnv& env, const float* x, int64_t rows, int64_t d, const float* w, int64_t n,
+            const float* bias, float* y) {
   float beta = 0.0f;
   if (bias != nullptr) {
     // Seed every row with the bias and let the GEMM accumulate onto it.
     for (int64_t i = 0; i < rows; ++i) std::memcpy(y + i * n, bias, sizeof(float) * n);
     beta = 1.0f;
   }
-  Gemm(false, true, rows, n, d, 1.0f, x, d, w, d, beta, y, n);
+  ParallelGemm(env, false, true, rows, n, d, 1.0f, x, d, w, d, beta, y, n);
 }
 
 void ParallelFor(int64_t n, int threads, const std::function<void(int64_t, int64_t)>& fn) {
@@ -78,6 +111,26 @@ void ParallelFor(int64_t n, int threads, const std::function<void(int64_t, int64
   }
   fn(0, std::min(n, step));
   for (std::thread& t : workers) t.join();
+}
+
+void ParallelForDynamic(int64_t n, int threads, const std::function<void(int, int64_t)>& fn) {
+  const int workers = static_cast<int>(std::clamp<int64_t>(threads, 1, std::max<int64_t>(n, 1)));
+  std::atomic<int64_t> next{0};
+  auto work = [&](int worker) {
+    for (int64_t task = next++; task < n; task = next++) fn(worker, task);
+  };
+  std::vector<std::thread> pool;
+  pool.reserve(static_cast<size_t>(workers - 1));
+  for (int w = 1; w < workers; ++w) pool.emplace_back(work, w);
+  work(0);
+  for (std::thread& t : pool) t.join();
+}
+
+int64_t FirstNonFinite(const float* values, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    if (!std::isfinite(values[i])) return i;
+  }
+  return -1;
 }
 
 namespace {
@@ -130,20 +183,14 @@ void SoftmaxRow(float* row, int64_t n) {
 
 }  // namespace
 
-void SoftmaxRows(float* s, int64_t rows, int64_t n, int64_t ld, const CpuEnv& env,
+void SoftmaxRows(float* s, int64_t rows, int64_t n, int64_t ld,
                  const std::function<int64_t(int64_t)>& valid) {
-  // Below this many elements a thread costs more than it saves.
-  constexpr int64_t kMinWorkPerThread = 1 << 16;
-  const int threads = static_cast<int>(
-      std::clamp<int64_t>(rows * n / kMinWorkPerThread, 1, std::max(env.threads, 1)));
-  ParallelFor(rows, threads, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      float* row = s + i * ld;
-      const int64_t count = valid ? std::clamp<int64_t>(valid(i), 1, n) : n;
-      SoftmaxRow(row, count);
-      std::fill(row + count, row + n, 0.0f);
-    }
-  });
+  for (int64_t i = 0; i < rows; ++i) {
+    float* row = s + i * ld;
+    const int64_t count = valid ? std::clamp<int64_t>(valid(i), 1, n) : n;
+    SoftmaxRow(row, count);
+    std::fill(row + count, row + n, 0.0f);
+  }
 }
 
 }  // namespace atp::kernels::cpu

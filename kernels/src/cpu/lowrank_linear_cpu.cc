@@ -10,13 +10,11 @@
 namespace atp::kernels::cpu {
 namespace {
 
-absl::Status CheckFiniteOutput(const std::vector<float>& y) {
-  for (size_t i = 0; i < y.size(); ++i) {
-    if (!std::isfinite(y[i])) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("low-rank linear overflowed f32 (a non-finite value at flat index ", i,
-                       "): the input or the weights are too large"));
-    }
+absl::Status CheckFiniteOutput(const float* y, int64_t n) {
+  if (const int64_t i = FirstNonFinite(y, n); i >= 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("low-rank linear overflowed f32 (a non-finite value at flat index ", i,
+                     "): the input or the weights are too large"));
   }
   return absl::OkStatus();
 }
@@ -76,33 +74,33 @@ absl::StatusOr<LowRankLinearResult> LowRankLinearCpu(const LinearF32& map,
   // C·Wᵀ [r, n], with the bias as an extra row when the output stays factored.
   const bool bias_row = args.factored_output && map.b != nullptr;
   const int64_t rows_c = bias_row ? r + 1 : r;
-  std::vector<float> cw = NewBuffer(env, rows_c * n);
-  Gemm(false, true, r, n, d, 1.0f, c, d, map.w, d, 0.0f, cw.data(), n);
-  if (bias_row) std::memcpy(cw.data() + r * n, map.b, sizeof(float) * n);
-  if (auto s = CheckFiniteOutput(cw); !s.ok()) return s;
+  Buffer cw = NewBuffer(env, rows_c * n);
+  ParallelGemm(env, false, true, r, n, d, 1.0f, c, d, map.w, d, 0.0f, cw.get(), n);
+  if (bias_row) std::memcpy(cw.get() + r * n, map.b, sizeof(float) * n);
+  if (auto s = CheckFiniteOutput(cw.get(), rows_c * n); !s.ok()) return s;
 
   if (args.factored_output) {
     const int64_t cols_u = bias_row ? r + 1 : r;
-    std::vector<float> u_out = NewBuffer(env, L * cols_u);
+    Buffer u_out = NewBuffer(env, L * cols_u);
     for (int64_t j = 0; j < L; ++j) {
-      std::memcpy(u_out.data() + j * cols_u, u + j * r, sizeof(float) * r);
+      std::memcpy(u_out.get() + j * cols_u, u + j * r, sizeof(float) * r);
       if (bias_row) u_out[j * cols_u + r] = 1.0f;
     }
     result.factored = true;
-    result.u = ToTensor(u_out, {L, cols_u}, args.output_dtype);
-    result.c = ToTensor(cw, {rows_c, n}, args.output_dtype);
+    result.u = ToTensor(u_out.get(), {L, cols_u}, args.output_dtype);
+    result.c = ToTensor(cw.get(), {rows_c, n}, args.output_dtype);
     return result;
   }
 
-  std::vector<float> y = NewBuffer(env, L * n);
+  Buffer y = NewBuffer(env, L * n);
   float beta = 0.0f;
   if (map.b != nullptr) {
-    for (int64_t j = 0; j < L; ++j) std::memcpy(y.data() + j * n, map.b, sizeof(float) * n);
+    for (int64_t j = 0; j < L; ++j) std::memcpy(y.get() + j * n, map.b, sizeof(float) * n);
     beta = 1.0f;
   }
-  Gemm(false, false, L, n, r, 1.0f, u, r, cw.data(), n, beta, y.data(), n);
-  if (auto s = CheckFiniteOutput(y); !s.ok()) return s;
-  result.y = ToTensor(y, {L, n}, args.output_dtype);
+  ParallelGemm(env, false, false, L, n, r, 1.0f, u, r, cw.get(), n, beta, y.get(), n);
+  if (auto s = CheckFiniteOutput(y.get(), L * n); !s.ok()) return s;
+  result.y = ToTensor(y.get(), {L, n}, args.output_dtype);
   return result;
 }
 

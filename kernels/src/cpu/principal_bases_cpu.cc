@@ -177,44 +177,41 @@ absl::Status HouseholderQr(float* a, int64_t rows, int64_t cols, std::vector<flo
   return absl::OkStatus();
 }
 
-// G = AᵀA (upper triangle, column-major cols×cols) for the column-major rows×cols matrix a. In
-// f64 when `exact_gram` (row blocks converted on the fly, so no f64 copy of a), which keeps the
-// Gram matrix of an ill-conditioned a meaningful; in f32 otherwise.
-void Gram(const float* a, int64_t rows, int64_t cols, bool exact_gram, std::vector<double>* gram,
-          std::vector<float>* scratch) {
-  gram->assign(static_cast<size_t>(cols * cols), 0.0);
-  if (!exact_gram) {
-    scratch->resize(static_cast<size_t>(cols * cols));
-    cblas_ssyrk(CblasColMajor, CblasUpper, CblasTrans, static_cast<blasint>(cols),
-                static_cast<blasint>(rows), 1.0f, a, static_cast<blasint>(rows), 0.0f,
-                scratch->data(), static_cast<blasint>(cols));
-    std::copy(scratch->begin(), scratch->end(), gram->begin());
-    return;
-  }
-  constexpr int64_t kRowBlock = 512;
-  std::vector<double> block(static_cast<size_t>(std::min(rows, kRowBlock) * cols));
-  for (int64_t i0 = 0; i0 < rows; i0 += kRowBlock) {
+// G = AᵀA in f64 (upper triangle, column-major cols×cols) for the column-major rows×cols f32
+// matrix a: row blocks are converted on the fly (no f64 copy of a) and their partial Gram matrices
+// summed, one per thread. The f64 Gram keeps an ill-conditioned a meaningful.
+std::vector<double> Gram(const float* a, int64_t rows, int64_t cols, const CpuEnv& env) {
+  constexpr int64_t kRowBlock = 256;
+  const int64_t blocks = (rows + kRowBlock - 1) / kRowBlock;
+  const int workers = static_cast<int>(
+      std::clamp<int64_t>(std::min<int64_t>(env.threads, rows * cols * cols >> 21), 1, blocks));
+  std::vector<std::vector<double>> partial(static_cast<size_t>(workers),
+                                           std::vector<double>(static_cast<size_t>(cols * cols)));
+  ParallelForDynamic(blocks, workers, [&](int worker, int64_t block_index) {
+    const int64_t i0 = block_index * kRowBlock;
     const int64_t n = std::min(kRowBlock, rows - i0);
+    std::vector<double> block(static_cast<size_t>(n * cols));
     for (int64_t j = 0; j < cols; ++j) {
       for (int64_t i = 0; i < n; ++i) block[j * n + i] = a[j * rows + i0 + i];
     }
     cblas_dsyrk(CblasColMajor, CblasUpper, CblasTrans, static_cast<blasint>(cols),
                 static_cast<blasint>(n), 1.0, block.data(), static_cast<blasint>(n), 1.0,
-                gram->data(), static_cast<blasint>(cols));
+                partial[worker].data(), static_cast<blasint>(cols));
+  });
+  for (int w = 1; w < workers; ++w) {
+    for (size_t i = 0; i < partial[0].size(); ++i) partial[0][i] += partial[w][i];
   }
+  return std::move(partial[0]);
 }
 
-// One CholeskyQR pass: G = AᵀA = RᵀR, A ← A·R⁻¹ (level-3 BLAS only). Returns false, leaving a
-// unchanged, when Cholesky breaks down (a is numerically rank-deficient).
-bool CholeskyQrPass(float* a, int64_t rows, int64_t cols, bool exact_gram,
-                    std::vector<float>* scratch) {
-  std::vector<double> gram;
-  Gram(a, rows, cols, exact_gram, &gram, scratch);
+// One CholeskyQR pass: G = AᵀA = RᵀR, A ← A·R⁻¹ (level-3 BLAS only, rows split over the threads).
+// Returns false, leaving a unchanged, when Cholesky breaks down or a pivot sits at the level of
+// f32 rounding (a direction that a cannot resolve).
+bool CholeskyQrPass(float* a, int64_t rows, int64_t cols, const CpuEnv& env) {
+  std::vector<double> gram = Gram(a, rows, cols, env);
   const lapack_int info = LAPACKE_dpotrf(LAPACK_COL_MAJOR, 'U', static_cast<lapack_int>(cols),
                                          gram.data(), static_cast<lapack_int>(cols));
   if (info != 0) return false;
-  // A pivot at the level of f32 rounding means a direction a cannot resolve: leave it to
-  // Householder, which returns an orthonormal basis whatever the rank.
   double largest = 0.0;
   double smallest = std::numeric_limits<double>::infinity();
   for (int64_t i = 0; i < cols; ++i) {
@@ -224,24 +221,34 @@ bool CholeskyQrPass(float* a, int64_t rows, int64_t cols, bool exact_gram,
   }
   constexpr double kMinPivotRatio = 1e-6;  // ≈ 16 f32 ulps
   if (!(smallest > kMinPivotRatio * largest)) return false;
-  scratch->assign(static_cast<size_t>(cols * cols), 0.0f);
+  std::vector<float> r(static_cast<size_t>(cols * cols), 0.0f);
   for (int64_t j = 0; j < cols; ++j) {
-    for (int64_t i = 0; i <= j; ++i)
-      (*scratch)[j * cols + i] = static_cast<float>(gram[j * cols + i]);
+    for (int64_t i = 0; i <= j; ++i) r[j * cols + i] = static_cast<float>(gram[j * cols + i]);
   }
-  cblas_strsm(CblasColMajor, CblasRight, CblasUpper, CblasNoTrans, CblasNonUnit,
-              static_cast<blasint>(rows), static_cast<blasint>(cols), 1.0f, scratch->data(),
-              static_cast<blasint>(cols), a, static_cast<blasint>(rows));
+  // Rows of A·R⁻¹ are independent: split them (multiples of 16 rows) over the threads.
+  constexpr int64_t kAlign = 16;
+  const int64_t threads = rows * cols * cols < (int64_t{1} << 21) ? 1 : env.threads;
+  const int64_t chunk = ((rows + threads - 1) / threads + kAlign - 1) / kAlign * kAlign;
+  ParallelFor((rows + chunk - 1) / chunk, static_cast<int>(threads),
+              [&](int64_t begin, int64_t end) {
+                for (int64_t part = begin; part < end; ++part) {
+                  const int64_t i0 = part * chunk;
+                  cblas_strsm(CblasColMajor, CblasRight, CblasUpper, CblasNoTrans, CblasNonUnit,
+                              static_cast<blasint>(std::min(chunk, rows - i0)),
+                              static_cast<blasint>(cols), 1.0f, r.data(),
+                              static_cast<blasint>(cols), a + i0, static_cast<blasint>(rows));
+                }
+              });
   return true;
 }
 
 // Overwrites the column-major rows×cols matrix a (ld = rows) with an orthonormal basis of its
-// column space. Mixed-precision CholeskyQR2: the first pass with an f64 Gram matrix brings any a
-// that f32 can resolve close to orthonormal, the second (f32 Gram) makes it orthonormal to f32
-// precision; all level-3 BLAS. Householder QR (level-2 panels, slower) when Cholesky breaks down.
-absl::Status Orthonormalize(float* a, int64_t rows, int64_t cols, std::vector<float>* scratch) {
-  if (CholeskyQrPass(a, rows, cols, /*exact_gram=*/true, scratch) &&
-      CholeskyQrPass(a, rows, cols, /*exact_gram=*/false, scratch)) {
+// column space. CholeskyQR2 with f64 Gram matrices: the first pass brings any a that f32 can
+// resolve close to orthonormal, the second makes it orthonormal to f32 precision; all level-3
+// BLAS. Householder QR (level-2 panels, single-threaded, slower) when Cholesky breaks down.
+absl::Status Orthonormalize(float* a, int64_t rows, int64_t cols, const CpuEnv& env,
+                            std::vector<float>* scratch) {
+  if (CholeskyQrPass(a, rows, cols, env) && CholeskyQrPass(a, rows, cols, env)) {
     return absl::OkStatus();
   }
   return HouseholderQr(a, rows, cols, scratch);
@@ -249,9 +256,9 @@ absl::Status Orthonormalize(float* a, int64_t rows, int64_t cols, std::vector<fl
 
 // Σ of the `rank` largest eigenvalues of B·Bᵀ (B is k×d row-major), i.e. Σ_{i<=rank} σ̃_i².
 absl::StatusOr<double> TopRitzEnergy(const std::vector<float>& b, int64_t k, int64_t d,
-                                     int64_t rank) {
+                                     int64_t rank, const CpuEnv& env) {
   std::vector<float> gram(static_cast<size_t>(k * k));
-  Gemm(false, true, k, k, d, 1.0f, b.data(), d, b.data(), d, 0.0f, gram.data(), k);
+  ParallelGemm(env, false, true, k, k, d, 1.0f, b.data(), d, b.data(), d, 0.0f, gram.data(), k);
   std::vector<double> g(gram.begin(), gram.end());
   std::vector<double> w(static_cast<size_t>(k));
   const lapack_int info = LAPACKE_dsyevd(LAPACK_ROW_MAJOR, 'N', 'U', static_cast<lapack_int>(k),
@@ -265,7 +272,7 @@ absl::StatusOr<double> TopRitzEnergy(const std::vector<float>& b, int64_t k, int
 // Block subspace iteration with k columns. On return qt (k×L, row-major) holds orthonormal rows
 // spanning the converged left subspace and b = Qᵀ·X (k×d, row-major).
 absl::Status SubspaceIteration(const BasesRequest& req, int64_t k, int64_t rank, double total,
-                               const ExecContext& ctx, std::vector<float>* qt,
+                               const ExecContext& ctx, const CpuEnv& env, std::vector<float>* qt,
                                std::vector<float>* b) {
   const int64_t L = req.length;
   const int64_t d = req.width;
@@ -279,12 +286,14 @@ absl::Status SubspaceIteration(const BasesRequest& req, int64_t k, int64_t rank,
   double previous = -1.0;
   for (int it = 0;; ++it) {
     if (auto s = ctx.Check(); !s.ok()) return s;
-    Gemm(false, true, k, L, d, 1.0f, zt.data(), d, req.x, d, 0.0f, qt->data(), L);  // Y = X·Z
-    if (auto s = Orthonormalize(qt->data(), L, k, &tau); !s.ok()) return s;
-    Gemm(false, false, k, d, L, 1.0f, qt->data(), L, req.x, d, 0.0f, b->data(), d);  // B = QᵀX
+    ParallelGemm(env, false, true, k, L, d, 1.0f, zt.data(), d, req.x, d, 0.0f, qt->data(),
+                 L);  // Y = X·Z
+    if (auto s = Orthonormalize(qt->data(), L, k, env, &tau); !s.ok()) return s;
+    ParallelGemm(env, false, false, k, d, L, 1.0f, qt->data(), L, req.x, d, 0.0f, b->data(),
+                 d);  // B = QᵀX
     if (it >= kMinPowerIterations) {
       if (it >= kMaxPowerIterations) break;
-      absl::StatusOr<double> energy = TopRitzEnergy(*b, k, d, rank);
+      absl::StatusOr<double> energy = TopRitzEnergy(*b, k, d, rank, env);
       if (!energy.ok()) return energy.status();
       const double gain = *energy - previous;
       if (previous >= 0 &&
@@ -293,12 +302,12 @@ absl::Status SubspaceIteration(const BasesRequest& req, int64_t k, int64_t rank,
       }
       previous = *energy;
     } else if (it + 1 == kMinPowerIterations) {
-      absl::StatusOr<double> energy = TopRitzEnergy(*b, k, d, rank);
+      absl::StatusOr<double> energy = TopRitzEnergy(*b, k, d, rank, env);
       if (!energy.ok()) return energy.status();
       previous = *energy;
     }
     std::copy(b->begin(), b->end(), zt.begin());
-    if (auto s = Orthonormalize(zt.data(), d, k, &tau); !s.ok()) return s;  // Z = orth(XᵀQ)
+    if (auto s = Orthonormalize(zt.data(), d, k, env, &tau); !s.ok()) return s;  // Z = orth(XᵀQ)
   }
   return absl::OkStatus();
 }
@@ -327,12 +336,13 @@ absl::StatusOr<Ritz> RayleighRitz(const std::vector<float>& b, int64_t k, int64_
 // Randomized bases for a known target rank (or, for the energy policy, a trial rank). Returns
 // nullopt when the energy policy needs more than `trial` bases.
 absl::StatusOr<std::optional<BasesF32>> RandomizedBases(const BasesRequest& req, int64_t trial,
-                                                        double total, const ExecContext& ctx) {
+                                                        double total, const ExecContext& ctx,
+                                                        const CpuEnv& env) {
   const int64_t L = req.length;
   const int64_t d = req.width;
   const int64_t k = SubspaceBlock(trial, L, d);
   std::vector<float> qt, b;
-  if (auto s = SubspaceIteration(req, k, trial, total, ctx, &qt, &b); !s.ok()) return s;
+  if (auto s = SubspaceIteration(req, k, trial, total, ctx, env, &qt, &b); !s.ok()) return s;
   if (auto s = ctx.Check(); !s.ok()) return s;
   absl::StatusOr<Ritz> ritz = RayleighRitz(b, k, d);
   if (!ritz.ok()) return ritz.status();
@@ -353,7 +363,8 @@ absl::StatusOr<std::optional<BasesF32>> RandomizedBases(const BasesRequest& req,
       u_small[a * r + i] = static_cast<float>(ritz->u_small[a * k + i]);
   }
   out.u.resize(static_cast<size_t>(L * r));
-  Gemm(true, false, L, r, k, 1.0f, qt.data(), L, u_small.data(), r, 0.0f, out.u.data(), r);
+  ParallelGemm(env, true, false, L, r, k, 1.0f, qt.data(), L, u_small.data(), r, 0.0f, out.u.data(),
+               r);
   out.vt.assign(ritz->vt.begin(), ritz->vt.begin() + r * d);
   out.s.assign(ritz->sigma.begin(), ritz->sigma.begin() + r);
   ApplySignRule(out.u.data(), L, r, r, out.vt.data(), d, d);
@@ -377,7 +388,6 @@ bool AutoPrefersExact(int64_t length, int64_t width, int64_t block) {
 
 absl::StatusOr<BasesF32> ComputePrincipalBases(const BasesRequest& req, const ExecContext& ctx,
                                                const CpuEnv& env) {
-  (void)env;  // OpenBLAS and LAPACK use the backend's thread setting.
   if (auto s = ctx.Check(); !s.ok()) return s;
   const int64_t L = req.length;
   const int64_t d = req.width;
@@ -396,7 +406,7 @@ absl::StatusOr<BasesF32> ComputePrincipalBases(const BasesRequest& req, const Ex
     const bool exact = req.method == DecomposeMethod::kExact ||
                        (req.method == DecomposeMethod::kAuto && AutoPrefersExact(L, d, block));
     if (exact) return ExactBases(req, total);
-    absl::StatusOr<std::optional<BasesF32>> bases = RandomizedBases(req, trial, total, ctx);
+    absl::StatusOr<std::optional<BasesF32>> bases = RandomizedBases(req, trial, total, ctx, env);
     if (!bases.ok()) return bases.status();
     if (bases->has_value()) return std::move(**bases);
     trial = std::min(bound, 4 * trial);  // the energy policy wants more bases: grow the block

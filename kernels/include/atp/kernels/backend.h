@@ -76,9 +76,9 @@ class Backend {
 };
 
 struct CpuBackendOptions {
-  // Threads for OpenBLAS and the own loops; 0 = OpenBLAS's default (all cores, or
-  // OPENBLAS_NUM_THREADS). OpenBLAS's thread count is per process: the last backend created with
-  // threads > 0 sets it for all.
+  // Threads that one call splits its work over; 0 = the cores this process may use. The backend
+  // runs OpenBLAS single-threaded (a process-wide setting it makes when created) and splits GEMMs,
+  // heads and query blocks over its own threads: OpenBLAS's spinning pool fights them otherwise.
   int threads = 0;
   // Fill every output buffer with NaN before computing it, so a test sees unwritten elements.
   bool poison_outputs = false;
