@@ -45,7 +45,7 @@ struct Flags {
   int64_t heads = 32;
   int64_t head_dim = 128;
   int warmup = 2;
-  int iters = 7;
+  int iters = 5;
   int64_t variant_length = 16384;
   int64_t variant_rank = 512;
   bool peak = true, layers = true, variants = true, micro = true;
@@ -74,10 +74,24 @@ double Median(std::vector<double> v) {
   return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
+// Errors end the current section (reported as a JSON line), not the run.
+struct BenchError {
+  std::string message;
+};
+
 void Check(const absl::Status& st, const char* what) {
-  if (!st.ok()) {
-    std::fprintf(stderr, "atp_cuda_bench: %s: %s\n", what, std::string(st.message()).c_str());
-    std::exit(1);
+  if (!st.ok()) throw BenchError{absl::StrCat(what, ": ", st.ToString())};
+}
+
+void Section(const char* name, const std::function<void()>& body) {
+  try {
+    body();
+  } catch (const BenchError& e) {
+    std::fprintf(stderr, "atp_cuda_bench: %s: %s\n", name, e.message.c_str());
+    std::string msg = e.message;
+    std::replace(msg.begin(), msg.end(), '"', '\'');
+    Emit(absl::StrCat("{\"kind\":\"error\",\"section\":\"", name, "\",\"message\":\"", msg,
+                      "\"}"));
   }
 }
 void CheckCuda(cudaError_t e, const char* what) { Check(CudaStatus(e, what), what); }
@@ -259,16 +273,18 @@ void Peak(DeviceContext& ctx, const Flags& f) {
 void Layers(DeviceContext& ctx, const Flags& f, const DeviceLayer& layer) {
   const int64_t d = f.d_model;
   const int64_t hd = f.heads * f.head_dim;
+  const bool cudnn = ctx.sdpa() != nullptr;
   for (int64_t L : f.lengths) {
+   Section(absl::StrCat("layers L=", L).c_str(), [&] {
     DeviceBuffer x = Activations(ctx, L, d, 7 + L);
     DeviceBuffer y = Alloc(ctx, DevType::kBF16, L * d);
     const ConstMat xm{DevType::kBF16, x.get(), d};
     const Mat ym{DevType::kBF16, y.get(), d};
     const int iters = L >= 65536 ? 3 : -1;
-    // Exact layer with the cuDNN core.
-    {
+    // Exact layer with the cuDNN core (the own core without cuDNN, only up to L = 16384).
+    if (cudnn || L <= 16384) {
       auto t = Measure(ctx, f, [&](const StageMark& mark) {
-        return ExactAttentionLayer(ctx, layer, xm, L, false, ym, CoreImpl::kCudnn, mark);
+        return ExactAttentionLayer(ctx, layer, xm, L, false, ym, CoreImpl::kAuto, mark);
       }, iters);
       const double core_flops = 4.0 * L * L * hd;
       Emit(absl::StrCat("{\"kind\":\"exact_layer\",\"L\":", L, ",\"stages\":", StagesJson(t),
@@ -279,7 +295,7 @@ void Layers(DeviceContext& ctx, const Flags& f, const DeviceLayer& layer) {
       options.policy = RankPolicy::Fixed(r);
       auto t = Measure(ctx, f, [&](const StageMark& mark) {
         absl::StatusOr<AtpLayerInfo> info =
-            AtpAttentionLayer(ctx, layer, xm, L, options, ym, CoreImpl::kCudnn, mark);
+            AtpAttentionLayer(ctx, layer, xm, L, options, ym, CoreImpl::kAuto, mark);
         return info.status();
       }, iters);
       double basis = 0;
@@ -291,6 +307,7 @@ void Layers(DeviceContext& ctx, const Flags& f, const DeviceLayer& layer) {
                         ",\"core_tflops\":",
                         Num(4.0 * L * r * hd / (t["core"] * 1e-3) / 1e12), "}"));
     }
+   });
   }
 }
 
@@ -469,12 +486,14 @@ int Main(int argc, char** argv) {
   SdpaEngine* sdpa = c.sdpa();
   Emit(absl::StrCat("{\"kind\":\"device\",\"name\":\"", c.Description(), "\",\"cudnn\":\"",
                     sdpa ? sdpa->Version() : std::string(c.sdpa_status().message()), "\"}"));
-  if (f.peak) Peak(c, f);
-  if (f.micro) Micro(c, f);
-  if (f.variants) Variants(c, f);
+  if (f.peak) Section("peak", [&] { Peak(c, f); });
+  if (f.micro) Section("micro", [&] { Micro(c, f); });
+  if (f.variants) Section("variants", [&] { Variants(c, f); });
   if (f.layers) {
-    DeviceLayer layer = MakeLayer(c, f);
-    Layers(c, f, layer);
+    Section("layers", [&] {
+      DeviceLayer layer = MakeLayer(c, f);
+      Layers(c, f, layer);
+    });
   }
   return 0;
 }

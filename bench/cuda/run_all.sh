@@ -36,21 +36,21 @@ echo "== diag"; tail -n 8 "$OUT/diag.txt"
 
 if [[ " $STEPS " == *" tests "* ]]; then
   echo "== gpu tests"
-  ATP_EXPECT_CUDNN=1 timeout 300 "$B/atp_cuda_test" --gtest_brief=1 >"$OUT/tests.log" 2>&1
+  ATP_EXPECT_CUDNN=1 timeout 150 "$B/atp_cuda_test" --gtest_brief=1 >"$OUT/tests.log" 2>&1
   echo "atp_cuda_test rc=$?"; grep -E "^\[  (PASSED|FAILED|SKIPPED)|FAILED  \]|Failure|error" "$OUT/tests.log" | head -n 40
-  ATP_EXPECT_CUDNN=1 timeout 200 "$B/atp_cuda_device_test" --gtest_brief=1 >"$OUT/device_tests.log" 2>&1
+  ATP_EXPECT_CUDNN=1 timeout 90 "$B/atp_cuda_device_test" --gtest_brief=1 >"$OUT/device_tests.log" 2>&1
   echo "atp_cuda_device_test rc=$?"; grep -E "^\[  (PASSED|FAILED|SKIPPED)|FAILED  \]|Failure|error" "$OUT/device_tests.log" | head -n 30
 fi
 if [[ " $STEPS " == *" bench "* ]]; then
   echo "== atp_cuda_bench"
   # shellcheck disable=SC2086
-  timeout 330 "$B/atp_cuda_bench" --json "$OUT/ours.jsonl" ${BENCH_ARGS:-} >"$OUT/bench.log" 2>&1
+  timeout 210 "$B/atp_cuda_bench" --json "$OUT/ours.jsonl" ${BENCH_ARGS:-} >"$OUT/bench.log" 2>&1
   echo "atp_cuda_bench rc=$?"; tail -n 3 "$OUT/bench.log"
 fi
 if [[ " $STEPS " == *" anchors "* ]]; then
   echo "== PyTorch anchors"
   # shellcheck disable=SC2086
-  timeout 240 python3 bench/cuda/anchors.py --json "$OUT/anchors.jsonl" ${ANCHOR_ARGS:-} >"$OUT/anchors.log" 2>&1
+  timeout 130 python3 bench/cuda/anchors.py --json "$OUT/anchors.jsonl" ${ANCHOR_ARGS:-} >"$OUT/anchors.log" 2>&1
   echo "anchors rc=$?"; tail -n 2 "$OUT/anchors.log"
 fi
 python3 bench/cuda/summarize.py "$OUT/ours.jsonl" "$OUT/anchors.jsonl" >"$OUT/summary.md" 2>&1
