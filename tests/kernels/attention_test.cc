@@ -326,6 +326,28 @@ TEST(ExactAttentionTest, LowPrecisionInputsWeightsAndOutputs) {
   }
 }
 
+TEST(ExactAttentionTest, MatchesOracleWhenScoresSpanBeyondTheF32ExpRange) {
+  // A softmax scale of 40 spreads the scores of a row over hundreds: most weights underflow, the
+  // largest few decide.
+  const uint64_t seed = FreshSeed();
+  SCOPED_TRACE(SeedTrace(seed));
+  Rng rng(seed);
+  auto backend = Cpu();
+  AttentionShape s;
+  s.scale = 40.0f;
+  const testing::AttentionLayer layer = testing::RandomAttentionLayer(rng, s);
+  auto handle = Load(*backend, testing::Clone(layer.spec));
+  const Mat x = testing::Rounded(testing::RandomMat(rng, 40, s.d_model), DType::kF32);
+  for (bool causal : {false, true}) {
+    const Mat got = RunExact(*backend, *handle, ToTensor(x), causal);
+    EXPECT_LE(oracle::RelativeError(got, oracle::ExactAttention(layer.oracle, x, causal)), 1e-4);
+  }
+  const AtpRun atp = RunAtp(*backend, *handle, ToTensor(x), RankPolicy::Fixed(9));
+  EXPECT_LE(oracle::RelativeError(
+                atp.y, oracle::AtpAttention(layer.oracle, x, {oracle::Rank::Kind::kFixed, 9}).y),
+            1e-4);
+}
+
 TEST(ExactAttentionTest, CausalFirstTokenSeesOnlyItself) {
   const uint64_t seed = FreshSeed();
   SCOPED_TRACE(SeedTrace(seed));
