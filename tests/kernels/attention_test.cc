@@ -284,7 +284,7 @@ TEST(ExactAttentionTest, MatchesOracleAcrossSeveralQueryBlocks) {
   SCOPED_TRACE(SeedTrace(seed));
   Rng rng(seed);
   auto backend = Cpu();
-  // L above the 512-row query block, not a multiple of it: blocks, a ragged last block, and
+  // L above the 256-row query block, not a multiple of it: blocks, a ragged last block, and
   // causal prefixes that end inside a block.
   AttentionShape s;
   s.d_model = 8;
