@@ -229,6 +229,28 @@ TEST(AtpAttentionTest, IdenticalTokensWithInvSqrtLenEqualExactAttention) {
   EXPECT_LE(oracle::RelativeError(atp.y, oracle::ExactAttention(layer.oracle, x, false)), 1e-5);
 }
 
+TEST(AtpAttentionTest, ZeroInputMatchesOracle) {
+  // X = 0: σ = 0 and the bases are the first unit vectors (both here and in the oracle), so the
+  // keys and values are the biases weighted by c·Uᵀ1.
+  const uint64_t seed = FreshSeed();
+  SCOPED_TRACE(SeedTrace(seed));
+  Rng rng(seed);
+  auto backend = Cpu();
+  for (KeyScale ks : {KeyScale::kNone, KeyScale::kInvSqrtLen}) {
+    AttentionShape s;
+    s.key_scale = ks;
+    const testing::AttentionLayer layer = testing::RandomAttentionLayer(rng, s);
+    auto handle = Load(*backend, testing::Clone(layer.spec));
+    const Mat x(11, s.d_model);
+    const AtpRun got = RunAtp(*backend, *handle, ToTensor(x), RankPolicy::Fixed(3));
+    EXPECT_EQ(got.result.rank, 3);
+    EXPECT_EQ(got.result.captured_energy, 1.0);
+    EXPECT_LE(oracle::RelativeError(
+                  got.y, oracle::AtpAttention(layer.oracle, x, {oracle::Rank::Kind::kFixed, 3}).y),
+              1e-5);
+  }
+}
+
 TEST(AtpAttentionTest, LowPrecisionInputsWeightsAndOutputs) {
   const uint64_t seed = FreshSeed();
   SCOPED_TRACE(SeedTrace(seed));

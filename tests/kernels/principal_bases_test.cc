@@ -342,6 +342,35 @@ TEST(PrincipalBasesTest, ZeroInputGivesZeroSpectrumAndOrthonormalBases) {
   }
 }
 
+TEST(PrincipalBasesTest, RankDeficientInputGivesOrthonormalBasesAndAllTheEnergy) {
+  // Rank 3 and r = 8: five directions carry nothing, so no Cholesky of the subspace succeeds and
+  // the randomized method falls back to Householder QR; the basis must stay orthonormal.
+  const uint64_t seed = FreshSeed();
+  SCOPED_TRACE(SeedTrace(seed));
+  Rng rng(seed);
+  auto backend = Cpu();
+  for (auto [L, d] : {std::pair<int64_t, int64_t>{300, 200}, {160, 400}}) {
+    const Mat x = testing::Rounded(
+        oracle::MatMul(testing::RandomMat(rng, L, 3), testing::RandomMat(rng, 3, d)), DType::kF32);
+    const oracle::Svd svd = oracle::ThinSvd(x);
+    for (DecomposeMethod method :
+         {DecomposeMethod::kExact, DecomposeMethod::kRandomized, DecomposeMethod::kAuto}) {
+      const BasesRun got = Decompose(*backend, ToTensor(x), RankPolicy::Fixed(8), method);
+      ASSERT_EQ(got.bases.rank, 8);
+      EXPECT_NEAR(got.bases.captured_energy, 1.0, 1e-6);
+      EXPECT_LE(OrthonormalityError(got.u), 1e-5);
+      EXPECT_LE(OrthonormalityError(oracle::Transpose(got.vt)), 1e-5);
+      for (int i = 0; i < 3; ++i) EXPECT_NEAR(got.s[i], svd.s[i], 1e-4 * svd.s[0]);
+      for (int i = 3; i < 8; ++i) EXPECT_LE(got.s[i], 1e-5 * svd.s[0]);
+      EXPECT_LE(oracle::ReconstructionError(x, got.u), 1e-5 * oracle::FrobeniusNorm(x));
+      ExpectSignRule(got.u);
+      const BasesRun energy =
+          Decompose(*backend, ToTensor(x), RankPolicy::Energy(0.999999), method);
+      EXPECT_LE(energy.bases.rank, 3);
+    }
+  }
+}
+
 TEST(PrincipalBasesTest, SameSeedGivesSameBases) {
   const uint64_t seed = FreshSeed();
   SCOPED_TRACE(SeedTrace(seed));
