@@ -18,7 +18,6 @@
 #include "cpu/layer_cpu.h"
 #include "cpu/lowrank_linear_cpu.h"
 #include "cpu/principal_bases_cpu.h"
-#include "validate_util.h"
 
 namespace atp::kernels {
 namespace {
@@ -64,19 +63,29 @@ std::string CpuModel() {
   return "CPU";
 }
 
-absl::StatusOr<const CpuLayer*> AsCpuLayer(const LayerHandle& layer, LayerSpec::Kind want) {
+absl::StatusOr<const CpuLayer*> AsCpuLayer(const LayerHandle& layer) {
   const auto* cpu_layer = dynamic_cast<const CpuLayer*>(&layer);
   if (cpu_layer == nullptr) {
     return absl::InvalidArgumentError("layer handle was not loaded by the cpu backend");
   }
-  if (cpu_layer->spec().kind != want) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("layer is ",
-                     cpu_layer->spec().kind == LayerSpec::Kind::kLinear ? "a linear layer"
-                                                                        : "an attention layer",
-                     ", want an attention layer"));
+  return cpu_layer;
+}
+
+absl::StatusOr<const CpuLayer*> AsAttentionLayer(const LayerHandle& layer) {
+  absl::StatusOr<const CpuLayer*> cpu_layer = AsCpuLayer(layer);
+  if (cpu_layer.ok() && (*cpu_layer)->spec().kind != LayerSpec::Kind::kAttention) {
+    return absl::InvalidArgumentError("layer is a linear layer, want an attention layer");
   }
   return cpu_layer;
+}
+
+// Bytes of the f32 copies that loading `spec` adds (f16/bf16 weights are widened).
+uint64_t F32CopyBytes(const LayerSpec& spec) {
+  uint64_t bytes = 0;
+  for (const auto& [name, tensor] : spec.weights) {
+    if (tensor.dtype() != DType::kF32) bytes += static_cast<uint64_t>(tensor.num_elements()) * 4;
+  }
+  return bytes;
 }
 
 class CpuBackend : public Backend {
@@ -95,6 +104,12 @@ class CpuBackend : public Backend {
 
   absl::StatusOr<std::unique_ptr<LayerHandle>> LoadLayer(LayerSpec spec) override {
     if (auto s = ValidateLayerSpec(spec); !s.ok()) return s;
+    const uint64_t extra = F32CopyBytes(spec);
+    if (const uint64_t free = memory().free_bytes; extra > free) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("loading the layer needs ", extra, " bytes for f32 copies of its weights, ",
+                       free, " bytes of host memory are available"));
+    }
     try {
       return std::make_unique<CpuLayer>(std::move(spec));
     } catch (const std::bad_alloc&) {
@@ -135,7 +150,7 @@ class CpuBackend : public Backend {
   absl::StatusOr<AtpAttentionResult> AtpAttention(const LayerHandle& layer,
                                                   const AtpAttentionArgs& args,
                                                   const ExecContext& ctx) override {
-    absl::StatusOr<const CpuLayer*> l = AsCpuLayer(layer, LayerSpec::Kind::kAttention);
+    absl::StatusOr<const CpuLayer*> l = AsAttentionLayer(layer);
     if (!l.ok()) return l.status();
     const AttentionConfig& config = (*l)->spec().attention;
     if (auto s = ValidateAtpAttention(config, args); !s.ok()) return s;
@@ -148,7 +163,7 @@ class CpuBackend : public Backend {
 
   absl::StatusOr<Tensor> ExactAttention(const LayerHandle& layer, const ExactAttentionArgs& args,
                                         const ExecContext& ctx) override {
-    absl::StatusOr<const CpuLayer*> l = AsCpuLayer(layer, LayerSpec::Kind::kAttention);
+    absl::StatusOr<const CpuLayer*> l = AsAttentionLayer(layer);
     if (!l.ok()) return l.status();
     const AttentionConfig& config = (*l)->spec().attention;
     if (auto s = ValidateExactAttention(config, args); !s.ok()) return s;
@@ -162,19 +177,17 @@ class CpuBackend : public Backend {
   absl::StatusOr<LowRankLinearResult> LowRankLinear(const LayerHandle& layer,
                                                     const LowRankLinearArgs& args,
                                                     const ExecContext& ctx) override {
-    const auto* l = dynamic_cast<const CpuLayer*>(&layer);
-    if (l == nullptr) {
-      return absl::InvalidArgumentError("layer handle was not loaded by the cpu backend");
-    }
-    if (auto s = ValidateLowRankLinear(l->spec(), args); !s.ok()) return s;
-    const LayerSpec& spec = l->spec();
+    absl::StatusOr<const CpuLayer*> l = AsCpuLayer(layer);
+    if (!l.ok()) return l.status();
+    const LayerSpec& spec = (*l)->spec();
+    if (auto s = ValidateLowRankLinear(spec, args); !s.ok()) return s;
     // ValidateLowRankLinear found the weight, so FindLinearWeight succeeds.
     const std::string weight = FindLinearWeight(spec, args.weight)->weight;
     const RankPolicy& default_rank = spec.kind == LayerSpec::Kind::kAttention
                                          ? spec.attention.default_rank
                                          : spec.linear_default_rank;
     try {
-      return cpu::LowRankLinearCpu(*l->linear(weight), default_rank, args, ctx, env_);
+      return cpu::LowRankLinearCpu(*(*l)->linear(weight), default_rank, args, ctx, env_);
     } catch (const std::bad_alloc&) {
       return OutOfMemory("low-rank linear");
     }
