@@ -360,13 +360,14 @@ void Variants(DeviceContext& ctx, const Flags& f) {
   };
   const std::vector<Variant> variants = {
       {"default", [](BasisOptions&) {}},
-      {"syevj", [](BasisOptions& o) { o.eig = EigSolver::kSyevj; }},
+      {"syevBatched", [](BasisOptions& o) { o.eig = EigSolver::kSyevBatched; }},
+      {"gesvdp", [](BasisOptions& o) { o.eig = EigSolver::kGesvdp; }},
       {"power1", [](BasisOptions& o) { o.power_iterations = 1; }},
       {"power2", [](BasisOptions& o) { o.power_iterations = 2; }},
-      {"power4", [](BasisOptions& o) { o.power_iterations = 4; }},
-      {"inner1_final2", [](BasisOptions& o) {
-         o.cholqr_passes_inner = 1;
-         o.cholqr_passes_final = 2;
+      {"power5", [](BasisOptions& o) { o.power_iterations = 5; }},
+      {"cholqr_2_3", [](BasisOptions& o) {
+         o.cholqr_passes_inner = 2;
+         o.cholqr_passes_final = 3;
        }},
       {"iter_split1", [](BasisOptions& o) { o.iteration_split = 1; }},
       {"rr_split2", [](BasisOptions& o) { o.rayleigh_ritz_split = 2; }},
@@ -374,14 +375,13 @@ void Variants(DeviceContext& ctx, const Flags& f) {
       {"oversample32", [](BasisOptions& o) { o.oversampling = 32; }},
       {"fast", [](BasisOptions& o) {
          o.power_iterations = 2;
-         o.cholqr_passes_inner = 1;
-         o.cholqr_passes_final = 2;
          o.iteration_split = 1;
          o.rayleigh_ritz_split = 2;
          o.oversampling = 32;
        }},
   };
   for (const Variant& v : variants) {
+   Section(absl::StrCat("variant ", v.name).c_str(), [&] {
     BasisOptions o;
     o.policy = RankPolicy::Fixed(r);
     o.method = DecomposeMethod::kRandomized;
@@ -403,40 +403,62 @@ void Variants(DeviceContext& ctx, const Flags& f) {
                       ",\"r\":", r, ",\"stages\":", StagesJson(t), ",\"sigma_max_rel_err\":",
                       Num(sigma_err), ",\"reconstruction_vs_optimum\":",
                       Num(std::sqrt(resid / std::max(optimum_sq, 1e-300))), "}"));
+   });
   }
 }
 
 void Micro(DeviceContext& ctx, const Flags& f) {
   for (int64_t n : {int64_t{320}, int64_t{576}, int64_t{1088}}) {
-    // A random SPD matrix A = BᵀB / n + I.
-    DeviceBuffer b = Gaussian(ctx, DevType::kF32, 2 * n * n, 5, 1.0);
-    DeviceBuffer a0 = Alloc(ctx, DevType::kF32, n * n);
-    Check(Gemm(ctx, true, false, n, n, 2 * n, 1.0 / n, ConstMat{DevType::kF32, b.get(), n},
-               ConstMat{DevType::kF32, b.get(), n}, 0.0, Mat{DevType::kF32, a0.get(), n}),
-          "spd");
-    DeviceBuffer a = Alloc(ctx, DevType::kF32, n * n);
-    DeviceBuffer w = Alloc(ctx, DevType::kF32, n);
-    DeviceBuffer info = Alloc(ctx, DevType::kF32, 4);
     std::map<std::string, double> row;
-    for (const char* what : {"potrf", "syevd", "syevj"}) {
-      auto t = Measure(ctx, f, [&](const StageMark& mark) {
-        ATP_CUDA(cudaMemcpyAsync(a.get(), a0.get(), n * n * 4, cudaMemcpyDeviceToDevice,
-                                 ctx.stream()));
-        mark("copy");
-        if (std::strcmp(what, "potrf") == 0) {
-          ATP_RETURN_IF_ERROR(Potrf(ctx, DevType::kF32, n, a.get(), info.as<int>()));
-        } else {
-          ATP_RETURN_IF_ERROR(SymmetricEigen(
-              ctx, std::strcmp(what, "syevd") == 0 ? EigSolver::kSyevd : EigSolver::kSyevj,
-              DevType::kF32, n, a.get(), w.get(), info.as<int>()));
-        }
-        mark(what);
-        return absl::OkStatus();
-      });
-      row[what] = t[what];
+    for (DevType t : {DevType::kF32, DevType::kF64}) {
+      const std::string suffix = t == DevType::kF64 ? "_f64" : "_f32";
+      // A random SPD matrix A = BᵀB / n + I.
+      DeviceBuffer b = Gaussian(ctx, t, 2 * n * n, 5, 1.0);
+      DeviceBuffer a0 = Alloc(ctx, t, n * n);
+      Check(Gemm(ctx, true, false, n, n, 2 * n, 1.0 / n, ConstMat{t, b.get(), n},
+                 ConstMat{t, b.get(), n}, 0.0, Mat{t, a0.get(), n}),
+            "spd");
+      DeviceBuffer a = Alloc(ctx, t, n * n);
+      DeviceBuffer w = Alloc(ctx, t, n);
+      DeviceBuffer info = Alloc(ctx, DevType::kF32, 4);
+      struct Op {
+        std::string name;
+        std::function<absl::Status()> run;
+      };
+      const std::vector<Op> ops = {
+          {"potrf", [&] { return Potrf(ctx, t, n, a.get(), info.as<int>()); }},
+          {"syevd", [&] {
+             return SymmetricEigen(ctx, EigSolver::kSyevd, t, n, a.get(), w.get(), info.as<int>());
+           }},
+          {"syevd_values", [&] {
+             return SymmetricEigen(ctx, EigSolver::kSyevd, t, n, a.get(), w.get(), info.as<int>(),
+                                   false);
+           }},
+          {"syevBatched", [&] {
+             return SymmetricEigen(ctx, EigSolver::kSyevBatched, t, n, a.get(), w.get(),
+                                   info.as<int>());
+           }},
+          {"gesvdp", [&] {
+             return SymmetricEigen(ctx, EigSolver::kGesvdp, t, n, a.get(), w.get(),
+                                   info.as<int>());
+           }},
+      };
+      for (const Op& op : ops) {
+        Section(absl::StrCat("micro ", op.name, suffix, " n=", n).c_str(), [&] {
+          auto tm = Measure(ctx, f, [&](const StageMark& mark) {
+            ATP_CUDA(cudaMemcpyAsync(a.get(), a0.get(), n * n * DevTypeSize(t),
+                                     cudaMemcpyDeviceToDevice, ctx.stream()));
+            mark("copy");
+            ATP_RETURN_IF_ERROR(op.run());
+            mark("op");
+            return absl::OkStatus();
+          });
+          row[op.name + suffix] = tm["op"];
+        });
+      }
     }
-    Emit(absl::StrCat("{\"kind\":\"small_factorisation\",\"n\":", n, ",\"ms\":", StagesJson(row),
-                      "}"));
+    Emit(absl::StrCat("{\"kind\":\"small_factorisation\",\"n\":", n, ",\"ms\":",
+                      StagesJson(row), "}"));
   }
 }
 

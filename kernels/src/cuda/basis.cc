@@ -140,7 +140,12 @@ class BasisRun {
   const int64_t l_, d_, m_;
   const bool tall_;
   const BasisOptions& opt_;
-  DevType ct_ = DevType::kF32;  // compute type
+  // The small factorisations (CholeskyQR, eigensolves, the Ritz vectors, the other side) are f64
+  // on every path: their flops are few and f64 keeps rank-deficient inputs stable. The Gram matrix
+  // and the products with it and with X are f64 for f32 inputs and the exact method, f32 (from
+  // tensor-core products, with bf16 splits) for f16/bf16 inputs.
+  DevType ct_ = DevType::kF64;
+  DevType gt_ = DevType::kF32;
   ConstMat xg_;                 // X in the precision of the products with X
   DeviceBuffer x64_;
   DeviceBuffer g_;        // Gram [m, m]
@@ -173,7 +178,7 @@ absl::Status BasisRun::CheckInfos(const char* stage) {
 }
 
 absl::Status BasisRun::Gram() {
-  if (ct_ == DevType::kF64) {
+  if (gt_ == DevType::kF64) {
     ATP_ASSIGN_OR_RETURN(x64_, ctx_.Alloc(DevType::kF64, l_ * d_));
     ATP_RETURN_IF_ERROR(Launched(LaunchCopy2D(x_.type, x_.data, x_.ld, DevType::kF64, x64_.get(),
                                               d_, l_, d_, 1.0, ctx_.stream()),
@@ -182,15 +187,15 @@ absl::Status BasisRun::Gram() {
   } else {
     xg_ = x_;
   }
-  ATP_ASSIGN_OR_RETURN(g_, ctx_.Alloc(ct_, m_ * m_));
-  const Mat g{ct_, g_.get(), m_};
+  ATP_ASSIGN_OR_RETURN(g_, ctx_.Alloc(gt_, m_ * m_));
+  const Mat g{gt_, g_.get(), m_};
   if (tall_) {
     ATP_RETURN_IF_ERROR(Gemm(ctx_, true, false, d_, d_, l_, 1.0, xg_, xg_, 0.0, g));
   } else {
     ATP_RETURN_IF_ERROR(Gemm(ctx_, false, true, l_, l_, d_, 1.0, xg_, xg_, 0.0, g));
   }
   ATP_RETURN_IF_ERROR(
-      Launched(LaunchTrace(ct_, g_.get(), m_, m_, scalars_.as<double>(), ctx_.stream()), "trace"));
+      Launched(LaunchTrace(gt_, g_.get(), m_, m_, scalars_.as<double>(), ctx_.stream()), "trace"));
   Mark("gram");
   return absl::OkStatus();
 }
@@ -206,13 +211,28 @@ absl::Status BasisRun::Exact() {
 }
 
 absl::Status BasisRun::ApplyG(const void* q, int split, bool shifted, void* out) {
-  if (ct_ == DevType::kF64 || split == 0) {
-    ATP_RETURN_IF_ERROR(Gemm(ctx_, false, false, m_, k_, m_, 1.0, ConstMat{ct_, g_.get(), m_},
+  // q and out: f64 [m, k].
+  if (gt_ == DevType::kF64) {
+    ATP_RETURN_IF_ERROR(Gemm(ctx_, false, false, m_, k_, m_, 1.0, ConstMat{gt_, g_.get(), m_},
                              ConstMat{ct_, q, k_}, 0.0, Mat{ct_, out, k_}));
   } else {
-    ATP_ASSIGN_OR_RETURN(SplitMatrix qs, SplitOf(ctx_, ct_, q, m_ * k_, kSplitType, split));
-    ATP_RETURN_IF_ERROR(
-        SplitGemm(ctx_, false, false, m_, k_, m_, g_split_, m_, qs, k_, split, out, k_, 0.0));
+    ATP_ASSIGN_OR_RETURN(DeviceBuffer product, ctx_.Alloc(DevType::kF32, m_ * k_));
+    if (split == 0) {
+      ATP_ASSIGN_OR_RETURN(DeviceBuffer q32, ctx_.Alloc(DevType::kF32, m_ * k_));
+      ATP_RETURN_IF_ERROR(Launched(
+          LaunchConvert(ct_, q, DevType::kF32, q32.get(), m_ * k_, ctx_.stream()), "q to f32"));
+      ATP_RETURN_IF_ERROR(Gemm(ctx_, false, false, m_, k_, m_, 1.0,
+                               ConstMat{DevType::kF32, g_.get(), m_},
+                               ConstMat{DevType::kF32, q32.get(), k_}, 0.0,
+                               Mat{DevType::kF32, product.get(), k_}));
+    } else {
+      ATP_ASSIGN_OR_RETURN(SplitMatrix qs, SplitOf(ctx_, ct_, q, m_ * k_, kSplitType, split));
+      ATP_RETURN_IF_ERROR(SplitGemm(ctx_, false, false, m_, k_, m_, g_split_, m_, qs, k_, split,
+                                    product.get(), k_, 0.0));
+    }
+    ATP_RETURN_IF_ERROR(Launched(
+        LaunchConvert(DevType::kF32, product.get(), ct_, out, m_ * k_, ctx_.stream()),
+        "product to f64"));
   }
   if (shifted) {
     ATP_RETURN_IF_ERROR(Launched(LaunchAxpyDeviceScalar(ct_, out, q, m_ * k_,
@@ -224,18 +244,19 @@ absl::Status BasisRun::ApplyG(const void* q, int split, bool shifted, void* out)
 }
 
 absl::Status BasisRun::Randomized() {
-  const bool f64 = ct_ == DevType::kF64;
+  const bool f64 = gt_ == DevType::kF64;
   // Shift G by delta·||G||_F: (G + cI) has the eigenvectors of G and a condition number of at
   // most about 1/delta, so that CholeskyQR stays stable for rank-deficient inputs (c = 1 for
-  // G = 0).
+  // G = 0). delta sits just above the rounding of the products with G, far below the eigenvalues
+  // the iteration has to separate.
   {
     ATP_ASSIGN_OR_RETURN(DeviceBuffer row_sq, ctx_.Alloc(DevType::kF64, m_));
-    ATP_RETURN_IF_ERROR(Launched(LaunchRowReduce(ct_, g_.get(), m_, m_, m_, nullptr,
+    ATP_RETURN_IF_ERROR(Launched(LaunchRowReduce(gt_, g_.get(), m_, m_, m_, nullptr,
                                                  RowReduce::kSumSquares, row_sq.as<double>(),
                                                  ctx_.stream()),
                                  "gram norm"));
     ATP_RETURN_IF_ERROR(Launched(
-        LaunchScaledRootOfSum(row_sq.as<double>(), m_, f64 ? 1e-6 : 1e-3,
+        LaunchScaledRootOfSum(row_sq.as<double>(), m_, f64 ? 1e-7 : 1e-6,
                               scalars_.as<double>() + 1, ctx_.stream()),
         "gram shift"));
   }
@@ -243,13 +264,13 @@ absl::Status BasisRun::Randomized() {
     const int levels = std::max(opt_.iteration_split, opt_.rayleigh_ritz_split);
     if (levels > 0) {
       ATP_ASSIGN_OR_RETURN(g_split_,
-                           SplitOf(ctx_, ct_, g_.get(), m_ * m_, kSplitType, std::min(levels, 3)));
+                           SplitOf(ctx_, gt_, g_.get(), m_ * m_, kSplitType, std::min(levels, 3)));
     }
   }
   const int iteration_split = std::clamp(opt_.iteration_split, 0, 3);
   const int rr_split = std::clamp(opt_.rayleigh_ritz_split, 0, 3);
   const int products = std::max(1, opt_.power_iterations);
-  const double first_shift = f64 ? 1e-10 : 1e-4;
+  const double first_shift = 1e-13;
 
   ATP_ASSIGN_OR_RETURN(DeviceBuffer omega, ctx_.Alloc(ct_, m_ * k_));
   ATP_RETURN_IF_ERROR(Launched(
@@ -294,17 +315,21 @@ absl::Status BasisRun::OtherSide() {
   ATP_ASSIGN_OR_RETURN(z_, ctx_.Alloc(ct_, r * n_other));
   const Mat z{ct_, z_.get(), n_other};
   // tall: Z = E·Xᵀ [r, L]; wide: Z = E·X [r, d].
-  if (ct_ == DevType::kF64) {
+  if (gt_ == DevType::kF64) {
     ATP_RETURN_IF_ERROR(Gemm(ctx_, false, tall_, r, n_other, tall_ ? d_ : l_, 1.0,
                              ConstMat{ct_, e_.get(), m_}, xg_, 0.0, z));
   } else {
     // E through two parts of X's own type (|E| <= 1, so f16 parts cannot overflow).
     ATP_ASSIGN_OR_RETURN(SplitMatrix es, SplitOf(ctx_, ct_, e_.get(), r * m_, x_.type, 2));
+    ATP_ASSIGN_OR_RETURN(DeviceBuffer z32, ctx_.Alloc(DevType::kF32, r * n_other));
     for (int part = 1; part >= 0; --part) {
       ATP_RETURN_IF_ERROR(Gemm(ctx_, false, tall_, r, n_other, tall_ ? d_ : l_, 1.0,
                                ConstMat{x_.type, es.parts[part].get(), m_}, x_,
-                               part == 1 ? 0.0 : 1.0, z));
+                               part == 1 ? 0.0 : 1.0, Mat{DevType::kF32, z32.get(), n_other}));
     }
+    ATP_RETURN_IF_ERROR(Launched(
+        LaunchConvert(DevType::kF32, z32.get(), ct_, z_.get(), r * n_other, ctx_.stream()),
+        "other side to f64"));
   }
   ATP_ASSIGN_OR_RETURN(DeviceBuffer norms_dev, ctx_.Alloc(DevType::kF64, r));
   ATP_RETURN_IF_ERROR(Launched(LaunchRowReduce(ct_, z_.get(), n_other, r, n_other, nullptr,
@@ -317,8 +342,8 @@ absl::Status BasisRun::OtherSide() {
   for (double v : norms_sq) largest = std::max(largest, std::sqrt(std::max(v, 0.0)));
   // A row is degenerate when its σ is at the noise floor of the eigen side (then X·v_i / σ_i
   // is rounding noise inside the span of the other rows) or its norm vanishes.
-  const double tau = ct_ == DevType::kF64 ? 1e-12 : 1e-6;
-  const double tau_sigma = ct_ == DevType::kF64 ? 1e-7 : 1e-3;
+  const double tau = gt_ == DevType::kF64 ? 1e-12 : 1e-6;
+  const double tau_sigma = gt_ == DevType::kF64 ? 1e-7 : 1e-3;
   std::vector<double> scale(static_cast<size_t>(r));
   bool degenerate = false;
   for (int64_t i = 0; i < r; ++i) {
@@ -348,8 +373,7 @@ absl::Status BasisRun::OtherSide() {
   // restores orthonormality (and orthogonalises the completion rows).
   const int passes = degenerate ? 3 : 2;
   ATP_RETURN_IF_ERROR(CholeskyQr(ctx_, ct_, r, n_other, /*columns=*/false, z_.get(), passes,
-                                 degenerate ? (ct_ == DevType::kF64 ? 1e-10 : 1e-4)
-                                            : 10.0 * UnitRoundoff(ct_),
+                                 degenerate ? 1e-10 : 10.0 * UnitRoundoff(ct_),
                                  NextInfos(passes)));
   return CheckInfos("orthonormalisation");
 }
@@ -404,13 +428,14 @@ absl::StatusOr<DeviceBasis> BasisRun::Run() {
       exact = m_ <= opt_.exact_max_dim || 2 * k_ >= m_;
       break;
   }
-  ct_ = (exact || x_.type == DevType::kF32) ? DevType::kF64 : DevType::kF32;
+  gt_ = (exact || x_.type == DevType::kF32) ? DevType::kF64 : DevType::kF32;
 
   ATP_ASSIGN_OR_RETURN(scalars_, ctx_.Alloc(DevType::kF64, 4));
   ATP_ASSIGN_OR_RETURN(infos_, ctx_.Alloc(kMaxInfos * sizeof(int)));
   ATP_CUDA(cudaMemsetAsync(infos_.get(), 0, kMaxInfos * sizeof(int), ctx_.stream()));
 
   ATP_RETURN_IF_ERROR(Gram());
+  if (opt_.after_gram) ATP_RETURN_IF_ERROR(opt_.after_gram());
   ATP_RETURN_IF_ERROR(exact ? Exact() : Randomized());
   const int64_t n_eig = exact ? m_ : k_;
 
@@ -446,7 +471,7 @@ absl::StatusOr<DeviceBasis> BasisRun::Run() {
   Mark("ritz_vectors");
 
   // The other side, when asked for or needed by the sign rule.
-  const double tau_sigma = ct_ == DevType::kF64 ? 1e-7 : 1e-3;
+  const double tau_sigma = gt_ == DevType::kF64 ? 1e-7 : 1e-3;
   bool small_sigma = false;
   for (double s : sigma_) small_sigma |= !(s > tau_sigma * sigma_[0]);
   bool have_z = false;

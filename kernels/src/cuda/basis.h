@@ -8,8 +8,9 @@
 //   randomized: block subspace iteration on G (shifted so that rank-deficient inputs stay
 //               well-conditioned) with CholeskyQR orthonormalisation, then Rayleigh–Ritz with a
 //               k x k eigensolve, k = r + oversampling. f16/bf16 inputs: G in f32 from a tensor-
-//               core Gram product, products with G through bf16 splits of G (2 or 3 parts), the
-//               small factorisations in FP32. f32 inputs: everything in f64.
+//               core Gram product, products with G through bf16 splits of G (2 or 3 parts).
+//               f32 inputs: G and its products in f64. The small factorisations (CholeskyQR,
+//               eigensolve, Ritz vectors, the other side) are f64 on every path.
 // Sign rule (identical to the CPU backend's): t = 1ᵀu_i; if |t| < 1e-6·√L, t = the entry of u_i
 // of largest magnitude (first on ties); if t < 0 both u_i and v_i are negated.
 //
@@ -40,8 +41,8 @@ struct BasisOptions {
   // true FP32 GEMM) in the iterations and in the Rayleigh–Ritz product, and the k x k eigensolver.
   int power_iterations = 3;
   int oversampling = 64;
-  int cholqr_passes_inner = 2;
-  int cholqr_passes_final = 3;
+  int cholqr_passes_inner = 1;
+  int cholqr_passes_final = 2;
   int iteration_split = 2;
   int rayleigh_ritz_split = 3;
   EigSolver eig = EigSolver::kSyevd;
@@ -55,6 +56,9 @@ struct BasisOptions {
 
   // Benchmarks: called with a stage name at each stage boundary (records an event).
   std::function<void(const char* stage)> mark;
+  // Called once the Gram product is queued: work that overlaps the rest of the basis (which is
+  // latency-bound) goes here, on the side stream.
+  std::function<absl::Status()> after_gram;
 };
 
 struct DeviceBasis {
@@ -62,7 +66,7 @@ struct DeviceBasis {
   int64_t length = 0;  // L
   int64_t width = 0;   // d
   bool exact = false;
-  DevType type = DevType::kF32;  // of ut and vt: kF32 or kF64
+  DevType type = DevType::kF64;  // of ut and vt
   DeviceBuffer ut;               // [rank, L], rows u_iᵀ; empty unless computed
   DeviceBuffer vt;               // [rank, d], rows v_iᵀ; empty unless computed
   std::vector<double> sigma;     // rank values, descending

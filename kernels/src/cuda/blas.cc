@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "cuda/cuda_status.h"
+#include "cuda/device_kernels.h"
 
 namespace atp::kernels::cuda {
 namespace {
@@ -148,26 +149,77 @@ absl::Status SolveCholeskyFactor(DeviceContext& ctx, DevType t, int64_t n, const
 }
 
 const char* EigSolverName(EigSolver solver) {
-  return solver == EigSolver::kSyevj ? "syevj" : "syevd";
+  switch (solver) {
+    case EigSolver::kSyevd:
+      return "syevd";
+    case EigSolver::kSyevj:
+      return "syevj";
+    case EigSolver::kSyevBatched:
+      return "syevBatched";
+    case EigSolver::kGesvdp:
+      return "gesvdp";
+  }
+  return "?";
 }
 
 absl::Status SymmetricEigen(DeviceContext& ctx, EigSolver solver, DevType t, int64_t n, void* a,
-                            void* w, int* info_dev) {
+                            void* w, int* info_dev, bool vectors) {
   if (t != DevType::kF32 && t != DevType::kF64) return absl::InternalError("Eigen: want f32/f64");
   if (!FitsInt(n)) return absl::InvalidArgumentError("eigensolver size out of range");
+  const cudaDataType_t ct = CudaType(t);
+  const cusolverEigMode_t mode = vectors ? CUSOLVER_EIG_MODE_VECTOR : CUSOLVER_EIG_MODE_NOVECTOR;
   if (solver == EigSolver::kSyevd) {
-    const cudaDataType_t ct = CudaType(t);
     size_t device_bytes = 0, host_bytes = 0;
-    ATP_CUSOLVER(cusolverDnXsyevd_bufferSize(ctx.cusolver(), ctx.cusolver_params(),
-                                             CUSOLVER_EIG_MODE_VECTOR, CUBLAS_FILL_MODE_LOWER, n,
-                                             ct, a, n, ct, w, ct, &device_bytes, &host_bytes));
+    ATP_CUSOLVER(cusolverDnXsyevd_bufferSize(ctx.cusolver(), ctx.cusolver_params(), mode,
+                                             CUBLAS_FILL_MODE_LOWER, n, ct, a, n, ct, w, ct,
+                                             &device_bytes, &host_bytes));
     ATP_ASSIGN_OR_RETURN(DeviceBuffer work, ctx.Alloc(device_bytes));
     std::vector<char> host_work(host_bytes);
-    ATP_CUSOLVER(cusolverDnXsyevd(ctx.cusolver(), ctx.cusolver_params(), CUSOLVER_EIG_MODE_VECTOR,
+    ATP_CUSOLVER(cusolverDnXsyevd(ctx.cusolver(), ctx.cusolver_params(), mode,
                                   CUBLAS_FILL_MODE_LOWER, n, ct, a, n, ct, w, ct, work.get(),
                                   device_bytes, host_bytes ? host_work.data() : nullptr,
                                   host_bytes, info_dev));
     return absl::OkStatus();
+  }
+  if (solver == EigSolver::kSyevBatched) {
+    size_t device_bytes = 0, host_bytes = 0;
+    ATP_CUSOLVER(cusolverDnXsyevBatched_bufferSize(ctx.cusolver(), ctx.cusolver_params(), mode,
+                                                   CUBLAS_FILL_MODE_LOWER, n, ct, a, n, ct, w, ct,
+                                                   &device_bytes, &host_bytes, 1));
+    ATP_ASSIGN_OR_RETURN(DeviceBuffer work, ctx.Alloc(device_bytes));
+    std::vector<char> host_work(host_bytes);
+    ATP_CUSOLVER(cusolverDnXsyevBatched(ctx.cusolver(), ctx.cusolver_params(), mode,
+                                        CUBLAS_FILL_MODE_LOWER, n, ct, a, n, ct, w, ct,
+                                        work.get(), device_bytes,
+                                        host_bytes ? host_work.data() : nullptr, host_bytes,
+                                        info_dev, 1));
+    if (host_bytes > 0) ATP_RETURN_IF_ERROR(ctx.Synchronize());
+    return absl::OkStatus();
+  }
+  if (solver == EigSolver::kGesvdp) {
+    // For a positive semidefinite a the SVD is the eigen-decomposition (descending): reverse it.
+    ATP_ASSIGN_OR_RETURN(DeviceBuffer u, ctx.Alloc(t, n * n));
+    ATP_ASSIGN_OR_RETURN(DeviceBuffer v, ctx.Alloc(t, n * n));
+    ATP_ASSIGN_OR_RETURN(DeviceBuffer s, ctx.Alloc(t, n));
+    size_t device_bytes = 0, host_bytes = 0;
+    ATP_CUSOLVER(cusolverDnXgesvdp_bufferSize(ctx.cusolver(), ctx.cusolver_params(), mode, 0, n,
+                                              n, ct, a, n, ct, s.get(), ct, u.get(), n, ct,
+                                              v.get(), n, ct, &device_bytes, &host_bytes));
+    ATP_ASSIGN_OR_RETURN(DeviceBuffer work, ctx.Alloc(device_bytes));
+    std::vector<char> host_work(host_bytes);
+    double err_sigma = 0;
+    ATP_CUSOLVER(cusolverDnXgesvdp(ctx.cusolver(), ctx.cusolver_params(), mode, 0, n, n, ct, a,
+                                   n, ct, s.get(), ct, u.get(), n, ct, v.get(), n, ct,
+                                   work.get(), device_bytes,
+                                   host_bytes ? host_work.data() : nullptr, host_bytes, info_dev,
+                                   &err_sigma));
+    ATP_RETURN_IF_ERROR(DeviceContext::Launched(
+        LaunchGatherRowsReversed(t, s.get(), n, 1, n, w, ctx.stream()), "reverse values"));
+    if (vectors) {
+      ATP_RETURN_IF_ERROR(DeviceContext::Launched(
+          LaunchGatherRowsReversed(t, u.get(), n, n, n, a, ctx.stream()), "reverse vectors"));
+    }
+    return ctx.Synchronize();
   }
   syevjInfo_t raw = nullptr;
   ATP_CUSOLVER(cusolverDnCreateSyevjInfo(&raw));

@@ -53,16 +53,19 @@ absl::Status SolveCholeskyFactor(DeviceContext& ctx, DevType t, int64_t n, const
                                  bool columns, int64_t other, void* y);
 
 enum class EigSolver {
-  kSyevd,  // cuSOLVER divide and conquer (cusolverDnXsyevd)
-  kSyevj,  // cuSOLVER Jacobi (cusolverDn{S,D}syevj)
+  kSyevd,         // cuSOLVER divide and conquer (cusolverDnXsyevd)
+  kSyevj,         // cuSOLVER Jacobi (cusolverDn{S,D}syevj)
+  kSyevBatched,   // cuSOLVER's GPU-only batched solver with a batch of one (cusolverDnXsyevBatched)
+  kGesvdp,        // SVD by polar decomposition (cusolverDnXgesvdp); for positive semidefinite a
 };
 const char* EigSolverName(EigSolver solver);
 
 // Eigen-decomposition of the symmetric n x n matrix a (f32 or f64, contiguous): eigenvalues
 // ascending into w (n values of type t), eigenvectors overwrite a as rows (row j of the row-major
-// view is the eigenvector of w[j]). info to *info_dev. syevd synchronises the host internally.
+// view is the eigenvector of w[j]); with vectors = false only w (syevd only). info to *info_dev.
+// syevd, syevj and gesvdp synchronise the host internally.
 absl::Status SymmetricEigen(DeviceContext& ctx, EigSolver solver, DevType t, int64_t n, void* a,
-                            void* w, int* info_dev);
+                            void* w, int* info_dev, bool vectors = true);
 
 }  // namespace atp::kernels::cuda
 

@@ -24,13 +24,19 @@ bool EnvFlag(const char* name) {
 DeviceContext::~DeviceContext() {
   // Release in dependency order: everything that may use the stream first.
   (void)cudaSetDevice(device_);
+  if (side_stream_) (void)cudaStreamSynchronize(side_stream_.get());
   if (stream_) (void)cudaStreamSynchronize(stream_.get());
   sdpa_.reset();
   cusolver_params_.Reset();
   cusolver_.Reset();
+  side_cublas_.Reset();
+  side_cublas_workspace_.Reset();
   cublas_.Reset();
   cublas_workspace_.Reset();
   pool_.Reset();
+  fork_event_.Reset();
+  join_event_.Reset();
+  side_stream_.Reset();
   stream_.Reset();
 }
 
@@ -81,6 +87,23 @@ absl::StatusOr<std::unique_ptr<DeviceContext>> DeviceContext::Create(int device)
   ATP_ASSIGN_OR_RETURN(ctx->cublas_workspace_, DeviceBuffer::Malloc(kCublasWorkspaceBytes));
   ATP_CUBLAS(cublasSetWorkspace(cublas, ctx->cublas_workspace_.get(), kCublasWorkspaceBytes));
 
+  cudaStream_t side = nullptr;
+  ATP_CUDA(cudaStreamCreateWithFlags(&side, cudaStreamNonBlocking));
+  ctx->side_stream_ = CudaStream(side);
+  cublasHandle_t side_cublas = nullptr;
+  ATP_CUBLAS(cublasCreate(&side_cublas));
+  ctx->side_cublas_ = CublasHandle(side_cublas);
+  ATP_CUBLAS(cublasSetStream(side_cublas, side));
+  ATP_CUBLAS(cublasSetMathMode(side_cublas, CUBLAS_DEFAULT_MATH));
+  ATP_ASSIGN_OR_RETURN(ctx->side_cublas_workspace_, DeviceBuffer::Malloc(kCublasWorkspaceBytes));
+  ATP_CUBLAS(cublasSetWorkspace(side_cublas, ctx->side_cublas_workspace_.get(),
+                                kCublasWorkspaceBytes));
+  for (CudaEvent* e : {&ctx->fork_event_, &ctx->join_event_}) {
+    cudaEvent_t raw = nullptr;
+    ATP_CUDA(cudaEventCreateWithFlags(&raw, cudaEventDisableTiming));
+    *e = CudaEvent(raw);
+  }
+
   cusolverDnHandle_t cusolver = nullptr;
   ATP_CUSOLVER(cusolverDnCreate(&cusolver));
   ctx->cusolver_ = CusolverHandle(cusolver);
@@ -123,7 +146,7 @@ absl::Status DeviceContext::MakeCurrent() const {
 absl::StatusOr<DeviceBuffer> DeviceContext::Alloc(size_t bytes) {
   // Round up so that every buffer stays 256-byte aligned for vector loads and cuDNN.
   const size_t rounded = (bytes + 255) & ~size_t{255};
-  auto buffer = DeviceBuffer::FromPool(rounded, pool_.get(), stream_.get());
+  auto buffer = DeviceBuffer::FromPool(rounded, pool_.get(), stream());
   if (!buffer.ok()) {
     if (absl::IsResourceExhausted(buffer.status())) {
       return absl::ResourceExhaustedError(absl::StrCat(
@@ -133,25 +156,37 @@ absl::StatusOr<DeviceBuffer> DeviceContext::Alloc(size_t bytes) {
     return buffer.status();
   }
   if (poison_ && rounded > 0) {
-    ATP_CUDA(cudaMemsetAsync(buffer->get(), 0xFF, rounded, stream_.get()));
+    ATP_CUDA(cudaMemsetAsync(buffer->get(), 0xFF, rounded, stream()));
   }
   return buffer;
 }
 
 absl::Status DeviceContext::CopyToDevice(void* dst, const void* src, size_t bytes) {
   if (bytes == 0) return absl::OkStatus();
-  ATP_CUDA(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream_.get()));
+  ATP_CUDA(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream()));
   return absl::OkStatus();
 }
 
 absl::Status DeviceContext::CopyToHost(void* dst, const void* src, size_t bytes) {
   if (bytes == 0) return absl::OkStatus();
-  ATP_CUDA(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, stream_.get()));
+  ATP_CUDA(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, stream()));
   return Synchronize();
 }
 
 absl::Status DeviceContext::Synchronize() {
-  ATP_CUDA(cudaStreamSynchronize(stream_.get()));
+  ATP_CUDA(cudaStreamSynchronize(stream()));
+  return absl::OkStatus();
+}
+
+absl::Status DeviceContext::ForkSide() {
+  ATP_CUDA(cudaEventRecord(fork_event_.get(), stream_.get()));
+  ATP_CUDA(cudaStreamWaitEvent(side_stream_.get(), fork_event_.get(), 0));
+  return absl::OkStatus();
+}
+
+absl::Status DeviceContext::JoinSide() {
+  ATP_CUDA(cudaEventRecord(join_event_.get(), side_stream_.get()));
+  ATP_CUDA(cudaStreamWaitEvent(stream_.get(), join_event_.get(), 0));
   return absl::OkStatus();
 }
 

@@ -40,8 +40,10 @@ class DeviceContext {
 
   int device() const { return device_; }
   const cudaDeviceProp& props() const { return props_; }
-  cudaStream_t stream() const { return stream_.get(); }
-  cublasHandle_t cublas() const { return cublas_.get(); }
+  // The stream (and cuBLAS handle) work is enqueued on: the main one, or the side one while a
+  // SideStreamScope is open.
+  cudaStream_t stream() const { return on_side_ ? side_stream_.get() : stream_.get(); }
+  cublasHandle_t cublas() const { return on_side_ ? side_cublas_.get() : cublas_.get(); }
   cusolverDnHandle_t cusolver() const { return cusolver_.get(); }
   cusolverDnParams_t cusolver_params() const { return cusolver_params_.get(); }
 
@@ -72,6 +74,13 @@ class DeviceContext {
   void TrimPool(size_t keep_bytes);
   DeviceMemoryInfo memory() const;
 
+  // The side stream overlaps work with the main stream's (the Q projection beside the
+  // latency-bound part of the basis). ForkSide: the side stream waits for what the main stream has
+  // queued; JoinSide: the main stream waits for what the side stream has queued.
+  absl::Status ForkSide();
+  absl::Status JoinSide();
+  void set_on_side(bool on) { on_side_ = on; }
+
   bool poison() const { return poison_; }
   void set_poison(bool on) { poison_ = on; }
 
@@ -84,15 +93,33 @@ class DeviceContext {
   int device_ = 0;
   cudaDeviceProp props_{};
   CudaStream stream_;
+  CudaStream side_stream_;
+  CudaEvent fork_event_;
+  CudaEvent join_event_;
+  bool on_side_ = false;
   CudaMemPool pool_;
   CublasHandle cublas_;
   DeviceBuffer cublas_workspace_;
+  CublasHandle side_cublas_;  // its own workspace: the two streams run at once
+  DeviceBuffer side_cublas_workspace_;
   CusolverHandle cusolver_;
   CusolverParams cusolver_params_;
   std::unique_ptr<SdpaEngine> sdpa_;
   bool sdpa_tried_ = false;
   absl::Status sdpa_status_;
   bool poison_ = false;
+};
+
+// Enqueues on the side stream while alive (after ctx.ForkSide()); the owner joins explicitly.
+class SideStreamScope {
+ public:
+  explicit SideStreamScope(DeviceContext& ctx) : ctx_(ctx) { ctx_.set_on_side(true); }
+  ~SideStreamScope() { ctx_.set_on_side(false); }
+  SideStreamScope(const SideStreamScope&) = delete;
+  SideStreamScope& operator=(const SideStreamScope&) = delete;
+
+ private:
+  DeviceContext& ctx_;
 };
 
 }  // namespace atp::kernels::cuda

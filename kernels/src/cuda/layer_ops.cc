@@ -229,11 +229,29 @@ absl::StatusOr<AtpLayerInfo> AtpAttentionLayer(DeviceContext& ctx, const DeviceL
   ATP_ASSIGN_OR_RETURN(const DeviceLinear* wv, Find(layer, "v_proj"));
   ATP_ASSIGN_OR_RETURN(const DeviceLinear* wo, Find(layer, "o_proj"));
 
+  // Q = X·W_Qᵀ runs on the side stream once the Gram product is queued, beside the latency-bound
+  // rest of the basis; the core waits for it. Q is allocated on the main stream, which frees it.
+  ATP_ASSIGN_OR_RETURN(DeviceBuffer q, ctx.Alloc(io, length * hq));
+  bool forked = false;
+  struct Join {
+    DeviceContext& ctx;
+    bool& forked;
+    ~Join() {
+      if (forked) (void)ctx.JoinSide();
+    }
+  } join{ctx, forked};
+
   // Principal bases: only the eigen side is needed (Σ Vᵀ when L >= d; Uᵀ X otherwise).
   BasisOptions bo = basis_options;
   bo.need_u = false;
   bo.need_v = false;
   if (!bo.mark && mark) bo.mark = mark;
+  bo.after_gram = [&]() -> absl::Status {
+    ATP_RETURN_IF_ERROR(ctx.ForkSide());
+    forked = true;
+    SideStreamScope side(ctx);
+    return ApplyLinear(ctx, *wq, x, length, nullptr, Mat{io, q.get(), hq});
+  };
   ATP_ASSIGN_OR_RETURN(DeviceBasis basis, ComputePrincipalBases(ctx, x, length, d, bo));
   const int64_t r = basis.rank;
   const double key_scale =
@@ -288,15 +306,17 @@ absl::StatusOr<AtpLayerInfo> AtpAttentionLayer(DeviceContext& ctx, const DeviceL
   ATP_RETURN_IF_ERROR(ctx.CopyToDevice(coef_dev.get(), coef.data(), r * sizeof(float)));
   if (mark) mark("principal_tokens");
 
-  ATP_ASSIGN_OR_RETURN(DeviceBuffer q, ctx.Alloc(io, length * hq));
   ATP_ASSIGN_OR_RETURN(DeviceBuffer k, ctx.Alloc(io, r * hkv));
   ATP_ASSIGN_OR_RETURN(DeviceBuffer v, ctx.Alloc(io, r * hkv));
-  ATP_RETURN_IF_ERROR(ApplyLinear(ctx, *wq, x, length, nullptr, Mat{io, q.get(), hq}));
   const ConstMat xt{io, tokens.get(), d};
   ATP_RETURN_IF_ERROR(ApplyLinear(ctx, *wk, xt, r, coef_dev.as<float>(), Mat{io, k.get(), hkv}));
   ATP_RETURN_IF_ERROR(ApplyLinear(ctx, *wv, xt, r, coef_dev.as<float>(), Mat{io, v.get(), hkv}));
   if (mark) mark("projections");
 
+  if (forked) {
+    forked = false;
+    ATP_RETURN_IF_ERROR(ctx.JoinSide());
+  }
   ATP_ASSIGN_OR_RETURN(DeviceBuffer o, ctx.Alloc(io, length * hq));
   SdpaArgs a;
   a.type = io;

@@ -160,7 +160,7 @@ TEST_F(CudaDeviceTest, RandomizedBasisAtScaleMatchesTheExactOne) {
     const ConstMat xm{t, x.get(), d};
     absl::StatusOr<DeviceBasis> exact = ComputePrincipalBases(*ctx_, xm, L, d, options);
     ASSERT_TRUE(exact.ok()) << exact.status();
-    for (EigSolver eig : {EigSolver::kSyevd, EigSolver::kSyevj}) {
+    for (EigSolver eig : {EigSolver::kSyevd, EigSolver::kSyevBatched, EigSolver::kGesvdp}) {
       SCOPED_TRACE(EigSolverName(eig));
       options.method = DecomposeMethod::kRandomized;
       options.eig = eig;
