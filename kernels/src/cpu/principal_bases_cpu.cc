@@ -22,7 +22,7 @@ constexpr int64_t kExactWidth = 128;
 // remaining error ||X||² − Σ_{i<=r} σ̃_i² (or less than the f32 noise floor kGainFloor·||X||²).
 // With a per-iteration error ratio ρ the error left is then at most kGainTolerance·ρ/(1−ρ) of the
 // optimum, well inside the 1% of DESIGN.md §1 (tests check it on flat and gapped spectra).
-constexpr int kMinPowerIterations = 2;
+constexpr int kMinPowerIterations = 1;
 constexpr int kMaxPowerIterations = 12;
 constexpr double kGainTolerance = 1e-3;
 constexpr double kGainFloor = 1e-6;
