@@ -35,10 +35,10 @@ uint64_t ElementBytes(const ComputePlan& plan) {
   return static_cast<uint64_t>(wire::DTypeBytes(dtype));
 }
 
-kernels::TensorView View(const kernels::Tensor& t) { return t.view(); }
+const kernels::TensorView& View(const kernels::TensorView& t) { return t; }
 
-kernels::DType OutputDType(const ComputePlan& plan, const kernels::Tensor& input) {
-  return plan.output_dtype.value_or(input.dtype());
+kernels::DType OutputDType(const ComputePlan& plan, const kernels::TensorView& input) {
+  return plan.output_dtype.value_or(input.dtype);
 }
 
 }  // namespace
@@ -142,7 +142,7 @@ absl::StatusOr<uint64_t> AdmitPlan(const ComputePlan& plan, const kernels::Layer
 
 absl::StatusOr<ComputeOutput> RunPlan(kernels::Backend& backend, const kernels::LayerHandle* layer,
                                       const ComputePlan& plan,
-                                      const std::vector<kernels::Tensor>& inputs,
+                                      const std::vector<kernels::TensorView>& inputs,
                                       const WorkerLimits& limits, const kernels::ExecContext& ctx) {
   ComputeOutput out;
   switch (plan.op) {

@@ -74,7 +74,7 @@ struct ComputeOutput {
 // its steps.
 absl::StatusOr<ComputeOutput> RunPlan(kernels::Backend& backend, const kernels::LayerHandle* layer,
                                       const ComputePlan& plan,
-                                      const std::vector<kernels::Tensor>& inputs,
+                                      const std::vector<kernels::TensorView>& inputs,
                                       const WorkerLimits& limits, const kernels::ExecContext& ctx);
 
 }  // namespace atp::service

@@ -26,6 +26,9 @@ namespace {
 // request's payload until it reads the refusal). Oldest forgotten first.
 constexpr size_t kMaxDiscardedIds = 1024;
 
+// Responses up to this size are written as one burst (see AdvanceLocked).
+constexpr uint64_t kCorkedResponseBytes = 256 * 1024;
+
 uint64_t Micros(absl::Duration d) {
   return d <= absl::ZeroDuration() ? 0 : static_cast<uint64_t>(absl::ToInt64Microseconds(d));
 }
@@ -50,6 +53,13 @@ std::optional<Op> OpOf(const atp::v1::RequestHeader& h) {
   }
 }
 
+// An input buffer: taken from the payload pool at admission and left uninitialised, since the
+// chunks overwrite every byte (a zero-filled kernels::Tensor would touch the memory twice).
+struct InputBuffer {
+  PooledBuffer bytes;
+  kernels::TensorView view;
+};
+
 struct Request {
   enum class State { kReceiving, kQueued, kReady };
 
@@ -57,7 +67,7 @@ struct Request {
   std::optional<Op> op;
   ComputePlan plan;
   std::shared_ptr<const LayerEntry> layer;
-  std::vector<kernels::Tensor> inputs;
+  std::vector<InputBuffer> inputs;
   std::optional<wire::TensorAssembler> assembler;
   uint64_t input_bytes = 0;
   // Bytes held in the worker's in-flight budget, and whether a request slot is held.
@@ -76,6 +86,7 @@ struct Request {
   absl::Status status;
   ComputeOutput output;
   std::vector<uint32_t> crcs;
+  uint64_t output_bytes = 0;
 
   // Response progress.
   bool header_sent = false;
@@ -281,11 +292,11 @@ class ComputeStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grp
     std::vector<wire::TensorAssembler::Target> targets;
     req.inputs.reserve(req.plan.inputs.size());
     for (const auto& t : req.plan.inputs) {
-      req.inputs.emplace_back(static_cast<kernels::DType>(t.dtype), t.shape);
-      kernels::Tensor& tensor = req.inputs.back();
+      InputBuffer& in = req.inputs.emplace_back();
+      in.bytes = core_->payload_pool.Acquire(t.byte_size);
+      in.view = kernels::TensorView{static_cast<kernels::DType>(t.dtype), t.shape, in.bytes.data()};
       targets.push_back({req.plan.factored_input ? (req.inputs.size() == 1 ? "u" : "c") : "x",
-                         absl::MakeSpan(static_cast<uint8_t*>(tensor.data()), tensor.byte_size()),
-                         t.crc32c});
+                         absl::MakeSpan(in.bytes.data(), t.byte_size), t.crc32c});
     }
     req.assembler.emplace(std::move(targets), core_->limits.chunk_bytes);
     req.deadline = stream_deadline_;
@@ -349,8 +360,10 @@ class ComputeStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grp
     ComputeOutput output;
     std::vector<uint32_t> crcs;
     if (status.ok()) {
+      std::vector<kernels::TensorView> views;
+      for (const InputBuffer& in : req->inputs) views.push_back(in.view);
       auto result = RunPlan(backend, req->layer ? req->layer->handle.get() : nullptr, req->plan,
-                            req->inputs, core_->limits, ctx);
+                            views, core_->limits, ctx);
       if (result.ok()) {
         output = *std::move(result);
         for (const NamedTensor& t : output.outputs) {
@@ -374,6 +387,7 @@ class ComputeStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grp
       req->reserved_bytes = out_bytes;
     }
     req->status = std::move(status);
+    req->output_bytes = out_bytes;
     req->output = std::move(output);
     req->crcs = std::move(crcs);
     req->state = Request::State::kReady;
@@ -405,13 +419,16 @@ class ComputeStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grp
 
   // ---- output ----------------------------------------------------------------------------------
 
-  // Writes the next message if none is in flight, retires answered requests, finishes the stream
-  // when nothing is left to do.
+  // Writes the next message if none is in flight and finishes the stream when nothing is left to
+  // do. A request is retired (its slot and budget returned) as soon as its last message is handed
+  // to gRPC: a client that waits for each answer must never find its previous request still
+  // counted. The last message's bytes stay alive through the slice that references them.
   void AdvanceLocked() {
     if (finished_) return;
-    while (!write_in_flight_ && !broken_ && !order_.empty()) {
+    if (!write_in_flight_ && !broken_ && !order_.empty() &&
+        order_.front()->state == Request::State::kReady) {
       std::shared_ptr<Request> req = order_.front();
-      if (req->state != Request::State::kReady) break;
+      bool last = false;
       if (!req->header_sent) {
         TimingRecord timing;
         timing.receive_us = Micros(req->input_done - req->header_time);
@@ -423,10 +440,8 @@ class ComputeStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grp
         write_buf_ = SerializeToBuffer(response);
         req->header_sent = true;
         req->first_write = absl::Now();
-        StartWriteLocked();
-        break;
-      }
-      if (req->status.ok() && req->out_index < req->output.outputs.size()) {
+        last = !req->status.ok() || req->output.outputs.empty();
+      } else {
         const kernels::Tensor& t = req->output.outputs[req->out_index].tensor;
         const uint64_t size = t.byte_size();
         const uint64_t len =
@@ -439,11 +454,15 @@ class ComputeStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grp
           ++req->out_index;
           req->out_offset = 0;
         }
-        StartWriteLocked();
-        break;
+        last = req->out_index == req->output.outputs.size();
       }
-      order_.pop_front();
-      RetireLocked(*req, /*answered=*/true);
+      // A small response goes out as one burst: its messages but the last carry the buffer hint,
+      // so gRPC flushes them together (a large one flows chunk by chunk).
+      StartWriteLocked(/*buffer_hint=*/!last && req->output_bytes <= kCorkedResponseBytes);
+      if (last) {
+        order_.pop_front();
+        RetireLocked(*req, /*answered=*/true);
+      }
     }
     if (write_in_flight_) return;
     if (broken_) {
@@ -473,9 +492,11 @@ class ComputeStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grp
     return grpc::ByteBuffer(slices, 2);
   }
 
-  void StartWriteLocked() {
+  void StartWriteLocked(bool buffer_hint) {
     write_in_flight_ = true;
-    StartWrite(&write_buf_);
+    grpc::WriteOptions options;
+    if (buffer_hint) options.set_buffer_hint();
+    StartWrite(&write_buf_, options);
   }
 
   void FinishLocked(const absl::Status& status) {

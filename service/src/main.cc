@@ -30,6 +30,7 @@ void OnSignal(int signo) {
 int main(int argc, char** argv) {
   // BUILD-NOTES gotcha 3: Debian's abseil aborts on lock-order cycles it merely suspects.
   absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
+  atp::service::TuneMallocForLargePayloads();
 
   auto flags = atp::service::ParseWorkerFlags(argc, argv);
   if (!flags.ok()) {

@@ -4,6 +4,7 @@
 #ifndef ATP_SERVICE_WORKER_CORE_H_
 #define ATP_SERVICE_WORKER_CORE_H_
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 
@@ -15,6 +16,7 @@
 #include "convert.h"
 #include "executor.h"
 #include "layer_registry.h"
+#include "payload_pool.h"
 #include "stats.h"
 #include "token_check.h"
 
@@ -87,7 +89,12 @@ struct WorkerCore {
         registry(r),
         stats(s),
         token(t),
-        inflight(l.max_inflight_requests, max_inflight_bytes, s) {}
+        inflight(l.max_inflight_requests, max_inflight_bytes, s),
+        payload_pool(std::min<uint64_t>(max_inflight_bytes, kMaxCachedPayloadBytes)) {}
+
+  // Released payload buffers kept for reuse, at most this many bytes (and at most
+  // max_inflight_bytes).
+  static constexpr uint64_t kMaxCachedPayloadBytes = uint64_t{1} << 30;
 
   const WorkerLimits limits;
   const ServerDescription description;
@@ -98,6 +105,8 @@ struct WorkerCore {
   // nullptr when no token is required.
   const TokenCheck* const token;
   InflightBudget inflight;
+  // Input buffers of compute requests.
+  PayloadPool payload_pool;
   // Set by SIGTERM: readiness is NOT_SERVING, new requests are refused, streams end when idle.
   std::atomic<bool> draining{false};
   // Set when the drain timeout ran out: running work is cancelled at its next check.

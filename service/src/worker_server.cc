@@ -7,6 +7,7 @@
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
+#include <malloc.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -172,6 +173,15 @@ uint64_t DefaultResidentLimit(const kernels::Backend& backend) {
 }  // namespace
 
 const char* WorkerVersion() { return ATP_VERSION; }
+
+void TuneMallocForLargePayloads() {
+  // Payloads and the backend's tensors are megabytes to gigabytes. By default glibc serves such
+  // blocks with fresh mmaps (or trims freed heap tops), so every request faults in and zeroes its
+  // pages again; keeping them in the heap lets freed memory be reused. 32 MiB is the largest
+  // threshold glibc accepts; larger blocks are pooled by PayloadPool where the worker owns them.
+  mallopt(M_MMAP_THRESHOLD, 32 << 20);
+  mallopt(M_TRIM_THRESHOLD, 1 << 30);
+}
 
 struct WorkerServer::Impl {
   WorkerOptions options;
