@@ -299,7 +299,8 @@ void Layers(DeviceContext& ctx, const Flags& f, const DeviceLayer& layer) {
         return info.status();
       }, iters);
       double basis = 0;
-      for (const char* s : {"gram", "subspace", "rayleigh_ritz", "eig", "ritz_vectors", "bases"}) {
+      for (const char* s : {"gram", "subspace_products", "subspace_checks", "subspace_cholqr",
+                            "subspace", "rayleigh_ritz", "eig", "ritz_vectors", "bases"}) {
         basis += t.count(s) ? t[s] : 0.0;
       }
       Emit(absl::StrCat("{\"kind\":\"atp_layer\",\"L\":", L, ",\"r\":", r,
@@ -360,21 +361,32 @@ void Variants(DeviceContext& ctx, const Flags& f) {
   };
   const std::vector<Variant> variants = {
       {"default", [](BasisOptions&) {}},
-      {"syevBatched", [](BasisOptions& o) { o.eig = EigSolver::kSyevBatched; }},
-      {"gesvdp", [](BasisOptions& o) { o.eig = EigSolver::kGesvdp; }},
-      {"power1", [](BasisOptions& o) { o.power_iterations = 1; }},
-      {"power2", [](BasisOptions& o) { o.power_iterations = 2; }},
-      {"power5", [](BasisOptions& o) { o.power_iterations = 5; }},
-      {"cholqr_2_3", [](BasisOptions& o) {
-         o.cholqr_passes_inner = 2;
-         o.cholqr_passes_final = 3;
+      {"cusolver_potrf", [](BasisOptions& o) { o.own_cholesky = false; }},
+      {"fixed2", [](BasisOptions& o) {
+         o.power_iterations = 2;
+         o.adaptive_tolerance = 0;
        }},
+      {"fixed3", [](BasisOptions& o) {
+         o.power_iterations = 3;
+         o.adaptive_tolerance = 0;
+       }},
+      {"fixed5", [](BasisOptions& o) {
+         o.power_iterations = 5;
+         o.adaptive_tolerance = 0;
+       }},
+      {"fixed3_cusolver_potrf", [](BasisOptions& o) {
+         o.power_iterations = 3;
+         o.adaptive_tolerance = 0;
+         o.own_cholesky = false;
+       }},
+      {"tol5e-3", [](BasisOptions& o) { o.adaptive_tolerance = 5e-3; }},
+      {"tol1e-3", [](BasisOptions& o) { o.adaptive_tolerance = 1e-3; }},
       {"iter_split1", [](BasisOptions& o) { o.iteration_split = 1; }},
       {"rr_split2", [](BasisOptions& o) { o.rayleigh_ritz_split = 2; }},
-      {"rr_fp32", [](BasisOptions& o) { o.rayleigh_ritz_split = 0; }},
       {"oversample32", [](BasisOptions& o) { o.oversampling = 32; }},
       {"fast", [](BasisOptions& o) {
          o.power_iterations = 2;
+         o.adaptive_tolerance = 0;
          o.iteration_split = 1;
          o.rayleigh_ritz_split = 2;
          o.oversampling = 32;
@@ -427,6 +439,10 @@ void Micro(DeviceContext& ctx, const Flags& f) {
       };
       const std::vector<Op> ops = {
           {"potrf", [&] { return Potrf(ctx, t, n, a.get(), info.as<int>()); }},
+          {"potrf_own", [&] {
+             ATP_CUDA(cudaMemsetAsync(info.get(), 0, sizeof(int), ctx.stream()));
+             return Potrf(ctx, t, n, a.get(), info.as<int>(), /*own=*/true);
+           }},
           {"syevd", [&] {
              return SymmetricEigen(ctx, EigSolver::kSyevd, t, n, a.get(), w.get(), info.as<int>());
            }},
@@ -434,14 +450,7 @@ void Micro(DeviceContext& ctx, const Flags& f) {
              return SymmetricEigen(ctx, EigSolver::kSyevd, t, n, a.get(), w.get(), info.as<int>(),
                                    false);
            }},
-          {"syevBatched", [&] {
-             return SymmetricEigen(ctx, EigSolver::kSyevBatched, t, n, a.get(), w.get(),
-                                   info.as<int>());
-           }},
-          {"gesvdp", [&] {
-             return SymmetricEigen(ctx, EigSolver::kGesvdp, t, n, a.get(), w.get(),
-                                   info.as<int>());
-           }},
+
       };
       for (const Op& op : ops) {
         Section(absl::StrCat("micro ", op.name, suffix, " n=", n).c_str(), [&] {

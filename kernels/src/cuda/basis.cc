@@ -86,14 +86,14 @@ absl::StatusOr<std::vector<double>> ToHostDoubles(DeviceContext& ctx, DevType t,
 // matrix by first_shift·trace so that an ill-conditioned y does not break the Cholesky
 // factorisation, later passes by 10u·trace. Writes `passes` info values.
 absl::Status CholeskyQr(DeviceContext& ctx, DevType t, int64_t n, int64_t other, bool columns,
-                        void* y, int passes, double first_shift, int* infos) {
+                        void* y, int passes, double first_shift, int* infos, bool own) {
   ATP_ASSIGN_OR_RETURN(DeviceBuffer w, ctx.Alloc(t, n * n));
   for (int pass = 0; pass < passes; ++pass) {
     ATP_RETURN_IF_ERROR(GramUpper(ctx, t, n, other, columns, y, w.get()));
     const double shift = pass == 0 ? first_shift : 10.0 * UnitRoundoff(t);
     ATP_RETURN_IF_ERROR(
         Launched(LaunchShiftDiagonalByTrace(t, w.get(), n, n, shift, ctx.stream()), "shift"));
-    ATP_RETURN_IF_ERROR(Potrf(ctx, t, n, w.get(), infos + pass));
+    ATP_RETURN_IF_ERROR(Potrf(ctx, t, n, w.get(), infos + pass, own));
     ATP_RETURN_IF_ERROR(SolveCholeskyFactor(ctx, t, n, w.get(), columns, other, y));
   }
   return absl::OkStatus();
@@ -270,6 +270,9 @@ absl::Status BasisRun::Randomized() {
   const int iteration_split = std::clamp(opt_.iteration_split, 0, 3);
   const int rr_split = std::clamp(opt_.rayleigh_ritz_split, 0, 3);
   const int products = std::max(1, opt_.power_iterations);
+  const int min_products = std::clamp(opt_.min_power_iterations, 1, products);
+  ATP_ASSIGN_OR_RETURN(DeviceBuffer partial, ctx_.Alloc(DevType::kF64, kDotBlocks));
+  double previous_residual = -1.0;
   const double first_shift = 1e-13;
 
   ATP_ASSIGN_OR_RETURN(DeviceBuffer omega, ctx_.Alloc(ct_, m_ * k_));
@@ -280,11 +283,37 @@ absl::Status BasisRun::Randomized() {
   for (int it = 0; it < products; ++it) {
     const void* from = it == 0 ? omega.get() : y.get();
     ATP_RETURN_IF_ERROR(ApplyG(from, iteration_split, /*shifted=*/true, y_next.get()));
+    Mark("subspace_products");
+    bool last = it + 1 == products;
+    if (it > 0 && opt_.adaptive_tolerance > 0) {
+      // `from` is orthonormal: trace(fromᵀ G from) = sum(from ∘ (G + cI)from) - c·k is the energy
+      // its span captures, and the residual is what is left of ||X||_F^2.
+      ATP_RETURN_IF_ERROR(Launched(
+          LaunchDotPartials(static_cast<const double*>(from), y_next.as<double>(), m_ * k_,
+                            partial.as<double>(), ctx_.stream()),
+          "captured energy"));
+      std::vector<double> host(kDotBlocks + 2);
+      ATP_CUDA(cudaMemcpyAsync(host.data(), partial.get(), kDotBlocks * sizeof(double),
+                               cudaMemcpyDeviceToHost, ctx_.stream()));
+      ATP_RETURN_IF_ERROR(
+          ctx_.CopyToHost(host.data() + kDotBlocks, scalars_.get(), 2 * sizeof(double)));
+      double energy = 0.0;
+      for (int b = 0; b < kDotBlocks; ++b) energy += host[b];
+      energy -= host[kDotBlocks + 1] * static_cast<double>(k_);
+      const double residual = std::max(host[kDotBlocks] - energy, 0.0);
+      const bool converged = previous_residual >= 0.0 &&
+                             previous_residual - residual <= opt_.adaptive_tolerance * residual;
+      previous_residual = residual;
+      if (converged && it + 1 >= min_products) last = true;
+      Mark("subspace_checks");
+    }
     std::swap(y, y_next);
     const int passes = std::clamp(
-        it + 1 == products ? opt_.cholqr_passes_final : opt_.cholqr_passes_inner, 1, 4);
+        last ? opt_.cholqr_passes_final : opt_.cholqr_passes_inner, 1, 4);
     ATP_RETURN_IF_ERROR(CholeskyQr(ctx_, ct_, k_, m_, /*columns=*/true, y.get(), passes,
-                                   first_shift, NextInfos(passes)));
+                                   first_shift, NextInfos(passes), opt_.own_cholesky));
+    Mark("subspace_cholqr");
+    if (last) break;
   }
   omega.Reset();
   y_next.Reset();
@@ -374,7 +403,7 @@ absl::Status BasisRun::OtherSide() {
   const int passes = degenerate ? 3 : 2;
   ATP_RETURN_IF_ERROR(CholeskyQr(ctx_, ct_, r, n_other, /*columns=*/false, z_.get(), passes,
                                  degenerate ? 1e-10 : 10.0 * UnitRoundoff(ct_),
-                                 NextInfos(passes)));
+                                 NextInfos(passes), opt_.own_cholesky));
   return CheckInfos("orthonormalisation");
 }
 

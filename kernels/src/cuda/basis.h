@@ -39,13 +39,20 @@ struct BasisOptions {
   // Randomized method: products with G before the Rayleigh–Ritz product, extra columns, CholeskyQR
   // passes between products and before Rayleigh–Ritz, bf16 split depth of the products with G (0:
   // true FP32 GEMM) in the iterations and in the Rayleigh–Ritz product, and the k x k eigensolver.
-  int power_iterations = 3;
+  // Products with G: at most power_iterations, at least min_power_iterations; in between the
+  // iteration stops once the residual ||X||_F^2 - trace(QᵀGQ) falls by less than
+  // adaptive_tolerance of itself (0: always power_iterations).
+  int power_iterations = 6;
+  int min_power_iterations = 2;
+  double adaptive_tolerance = 2e-3;
   int oversampling = 64;
   int cholqr_passes_inner = 1;
   int cholqr_passes_final = 2;
   int iteration_split = 2;
   int rayleigh_ritz_split = 3;
   EigSolver eig = EigSolver::kSyevd;
+  // The own blocked Cholesky kernel in CholeskyQR (false: cuSOLVER's potrf).
+  bool own_cholesky = true;
   // kAuto uses the exact method when min(L, d) <= this or when k >= min(L, d) / 2 (the CPU
   // backend's rule, so that small inputs take the exact path on both).
   int64_t exact_max_dim = 128;

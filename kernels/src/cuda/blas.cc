@@ -106,8 +106,11 @@ absl::Status GramUpper(DeviceContext& ctx, DevType t, int64_t n, int64_t other, 
   return absl::OkStatus();
 }
 
-absl::Status Potrf(DeviceContext& ctx, DevType t, int64_t n, void* a, int* info_dev) {
+absl::Status Potrf(DeviceContext& ctx, DevType t, int64_t n, void* a, int* info_dev, bool own) {
   if (t != DevType::kF32 && t != DevType::kF64) return absl::InternalError("Potrf: want f32/f64");
+  if (own) {
+    return DeviceContext::Launched(LaunchCholesky(t, a, n, info_dev, ctx.stream()), "cholesky");
+  }
   const cudaDataType_t ct = CudaType(t);
   size_t device_bytes = 0, host_bytes = 0;
   ATP_CUSOLVER(cusolverDnXpotrf_bufferSize(ctx.cusolver(), ctx.cusolver_params(),

@@ -390,6 +390,120 @@ __global__ void NonFiniteKernel(const T* x, int64_t n, int* flag) {
   }
 }
 
+// Cholesky: nb x nb blocks. Diagonal block factorisation in one block of nb x nb threads.
+constexpr int kCholBlock = 32;
+
+template <typename T>
+__device__ void FactorDiagonalBlock(T* a, int64_t n, int64_t s0, int b, int* info) {
+  __shared__ T d[kCholBlock][kCholBlock + 1];
+  const int tx = threadIdx.x, ty = threadIdx.y;  // column, row
+  if (ty < b && tx < b && tx <= ty) d[ty][tx] = a[(s0 + ty) * n + s0 + tx];
+  __syncthreads();
+  for (int k = 0; k < b; ++k) {
+    if (tx == 0 && ty == 0) {
+      T p = d[k][k];
+      if (!(p > T(0))) {
+        atomicCAS(info, 0, static_cast<int>(s0 + k + 1));
+        p = T(1);
+      }
+      d[k][k] = sqrt(p);
+    }
+    __syncthreads();
+    if (tx == 0 && ty > k && ty < b) d[ty][k] /= d[k][k];
+    __syncthreads();
+    if (ty > k && ty < b && tx > k && tx <= ty) d[ty][tx] -= d[ty][k] * d[tx][k];
+    __syncthreads();
+  }
+  if (ty < b && tx < b && tx <= ty) a[(s0 + ty) * n + s0 + tx] = d[ty][tx];
+}
+
+template <typename T>
+__global__ void CholeskyFirstKernel(T* a, int64_t n, int* info) {
+  FactorDiagonalBlock(a, n, 0, static_cast<int>(n < kCholBlock ? n : kCholBlock), info);
+}
+
+// Panel of step s: rows i >= s1 of block column s, L[i, s0:s1] = A[i, s0:s1] · D⁻ᵀ. One warp per
+// row; lane j holds column s0 + j.
+template <typename T>
+__global__ void CholeskyPanelKernel(T* a, int64_t n, int64_t s0, int b) {
+  __shared__ T d[kCholBlock][kCholBlock + 1];
+  for (int idx = threadIdx.x; idx < kCholBlock * kCholBlock; idx += blockDim.x) {
+    const int r = idx / kCholBlock, c = idx % kCholBlock;
+    d[r][c] = (r < b && c <= r) ? a[(s0 + r) * n + s0 + c] : T(0);
+  }
+  __syncthreads();
+  const int lane = threadIdx.x & 31;
+  const int64_t row = s0 + b + static_cast<int64_t>(blockIdx.x) * (blockDim.x / 32) +
+                      (threadIdx.x >> 5);
+  if (row >= n) return;
+  T x = lane < b ? a[row * n + s0 + lane] : T(0);
+  for (int k = 0; k < b; ++k) {
+    const T xk = __shfl_sync(0xffffffffu, x, k) / d[k][k];
+    if (lane == k) x = xk;
+    if (lane > k) x -= xk * d[lane][k];
+  }
+  if (lane < b) a[row * n + s0 + lane] = x;
+}
+
+// Trailing update of step s: for block rows I >= J > s, A[I, J] -= L[I, s] · L[J, s]ᵀ (lower
+// part). The block that updates the next diagonal block then factors it.
+template <typename T>
+__global__ void CholeskyUpdateKernel(T* a, int64_t n, int64_t s0, int b, int* info) {
+  __shared__ T li[kCholBlock][kCholBlock + 1];
+  __shared__ T lj[kCholBlock][kCholBlock + 1];
+  // blockIdx.x enumerates the lower-triangular tiles (I, J), J <= I, of the trailing matrix.
+  const int64_t t = blockIdx.x;
+  int64_t bi = static_cast<int64_t>((sqrt(8.0 * static_cast<double>(t) + 1.0) - 1.0) / 2.0);
+  while ((bi + 1) * (bi + 2) / 2 <= t) ++bi;
+  while (bi * (bi + 1) / 2 > t) --bi;
+  const int64_t bj = t - bi * (bi + 1) / 2;
+  const int64_t r0 = s0 + b + bi * kCholBlock;
+  const int64_t c0 = s0 + b + bj * kCholBlock;
+  const int tx = threadIdx.x, ty = threadIdx.y;
+  li[ty][tx] = (r0 + ty < n && tx < b) ? a[(r0 + ty) * n + s0 + tx] : T(0);
+  lj[ty][tx] = (c0 + ty < n && tx < b) ? a[(c0 + ty) * n + s0 + tx] : T(0);
+  __syncthreads();
+  const int64_t row = r0 + ty, col = c0 + tx;
+  if (row < n && col < n && col <= row) {
+    T acc = T(0);
+#pragma unroll 8
+    for (int k = 0; k < kCholBlock; ++k) acc += li[ty][k] * lj[tx][k];
+    a[row * n + col] -= acc;
+  }
+  if (bi == 0 && bj == 0) {
+    __syncthreads();
+    __threadfence_block();
+    const int64_t next = s0 + b;
+    FactorDiagonalBlock(a, n, next,
+                        static_cast<int>(n - next < kCholBlock ? n - next : kCholBlock), info);
+  }
+}
+
+template <typename T>
+cudaError_t CholeskyLaunches(T* a, int64_t n, int* info, cudaStream_t stream) {
+  const dim3 tile(kCholBlock, kCholBlock);
+  CholeskyFirstKernel<T><<<1, tile, 0, stream>>>(a, n, info);
+  for (int64_t s0 = 0; s0 < n; s0 += kCholBlock) {
+    const int b = static_cast<int>(std::min<int64_t>(kCholBlock, n - s0));
+    const int64_t rest = n - s0 - b;
+    if (rest <= 0) break;
+    constexpr int kWarps = 8;
+    CholeskyPanelKernel<T><<<static_cast<unsigned>((rest + kWarps - 1) / kWarps), 32 * kWarps, 0,
+                             stream>>>(a, n, s0, b);
+    const int64_t blocks = (rest + kCholBlock - 1) / kCholBlock;
+    CholeskyUpdateKernel<T><<<static_cast<unsigned>(blocks * (blocks + 1) / 2), tile, 0, stream>>>(
+        a, n, s0, b, info);
+  }
+  return cudaGetLastError();
+}
+
+__global__ void DotPartialKernel(const double* a, const double* b, int64_t n, double* partial) {
+  double acc = 0.0;
+  for (int64_t i = GlobalIndex(); i < n; i += GlobalStride()) acc += a[i] * b[i];
+  acc = BlockSum(acc);
+  if (threadIdx.x == 0) partial[blockIdx.x] = acc;
+}
+
 cudaError_t Launched() { return cudaGetLastError(); }
 
 }  // namespace
@@ -553,6 +667,19 @@ cudaError_t LaunchSoftmaxRows(const float* s, int64_t rows, int64_t cols, int64_
     default:
       return cudaErrorInvalidValue;
   }
+  return Launched();
+}
+
+cudaError_t LaunchCholesky(DevType t, void* a, int64_t n, int* info, cudaStream_t stream) {
+  if (n <= 0) return cudaSuccess;
+  if (t == DevType::kF64) return CholeskyLaunches(static_cast<double*>(a), n, info, stream);
+  if (t == DevType::kF32) return CholeskyLaunches(static_cast<float*>(a), n, info, stream);
+  return cudaErrorInvalidValue;
+}
+
+cudaError_t LaunchDotPartials(const double* a, const double* b, int64_t n, double* partial,
+                              cudaStream_t stream) {
+  DotPartialKernel<<<kDotBlocks, kThreads, 0, stream>>>(a, b, n, partial);
   return Launched();
 }
 

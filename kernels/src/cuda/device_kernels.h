@@ -93,6 +93,19 @@ cudaError_t LaunchSoftmaxRows(const float* s, int64_t rows, int64_t cols, int64_
                               int64_t query_offset, float scale, bool causal, DevType out_t,
                               void* out, cudaStream_t stream);
 
+// In-place Cholesky factorisation A = L·Lᵀ of the symmetric positive definite n x n matrix a (f32
+// or f64), reading and writing only the lower triangle of the row-major view (that is the upper
+// triangle of the column-major view: the result is cuSOLVER's upper R = Lᵀ). Blocked, right-
+// looking, two launches per 32-column block and no host round trip. *info (zeroed by the caller)
+// becomes i + 1 for the first pivot i that is not positive (the factorisation then goes on with
+// pivot 1).
+cudaError_t LaunchCholesky(DevType t, void* a, int64_t n, int* info, cudaStream_t stream);
+
+// partial[b] for b < kDotBlocks: block sums of a[i]·b[i] (f64); the caller adds them up.
+constexpr int kDotBlocks = 256;
+cudaError_t LaunchDotPartials(const double* a, const double* b, int64_t n, double* partial,
+                              cudaStream_t stream);
+
 // *flag is set to 1 if any of the n elements is NaN or infinite (it is never cleared).
 cudaError_t LaunchFlagNonFinite(DevType t, const void* x, int64_t n, int* flag,
                                 cudaStream_t stream);

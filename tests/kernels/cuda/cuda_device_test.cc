@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "atp/kernels/dtype.h"
 #include "cuda/basis.h"
+#include "cuda/blas.h"
 #include "cuda/device_context.h"
 #include "cuda/device_kernels.h"
 #include "cuda/layer_ops.h"
@@ -113,6 +114,50 @@ TEST_F(CudaDeviceTest, CudnnAttentionMatchesTheOwnPath) {
       const std::vector<double> cudnn = ToHost(t, o1->get(), s.lq * s.h * s.dh);
       const std::vector<double> own = ToHost(t, o2->get(), s.lq * s.h * s.dh);
       EXPECT_LE(RelativeError(cudnn, own), 1e-2);
+    }
+  }
+}
+
+TEST_F(CudaDeviceTest, OwnCholeskyMatchesCusolver) {
+  const uint64_t seed = FreshSeed();
+  SCOPED_TRACE(SeedTrace(seed));
+  for (DevType t : {DevType::kF64, DevType::kF32}) {
+    for (int64_t n : {1, 5, 31, 32, 33, 64, 100, 577}) {
+      SCOPED_TRACE(absl::StrCat(DevTypeName(t), " n=", n));
+      // A = BᵀB / n + I, with the lower half of the column-major view poisoned: neither solver
+      // may read it.
+      DeviceBuffer b = Gaussian(t, 2 * n * n, seed + n);
+      absl::StatusOr<DeviceBuffer> a0 = ctx_->Alloc(t, n * n);
+      ASSERT_TRUE(a0.ok());
+      ASSERT_TRUE(Gemm(*ctx_, true, false, n, n, 2 * n, 1.0 / n, ConstMat{t, b.get(), n},
+                       ConstMat{t, b.get(), n}, 0.0, Mat{t, a0->get(), n})
+                      .ok());
+      std::vector<double> a = ToHost(t, a0->get(), n * n);
+      for (int64_t i = 0; i < n; ++i) a[i * n + i] += 1.0;
+      for (int64_t i = 0; i < n; ++i) {
+        for (int64_t j = 0; j < i; ++j) a[j * n + i] = NAN;  // column-major lower
+      }
+      std::vector<std::vector<double>> results;
+      for (bool own : {false, true}) {
+        absl::StatusOr<DeviceBuffer> a64 = ctx_->Alloc(DevType::kF64, n * n);
+        absl::StatusOr<DeviceBuffer> dev = ctx_->Alloc(t, n * n);
+        absl::StatusOr<DeviceBuffer> info = ctx_->Alloc(sizeof(int));
+        ASSERT_TRUE(a64.ok() && dev.ok() && info.ok());
+        ASSERT_TRUE(ctx_->CopyToDevice(a64->get(), a.data(), n * n * sizeof(double)).ok());
+        ASSERT_EQ(LaunchConvert(DevType::kF64, a64->get(), t, dev->get(), n * n, ctx_->stream()),
+                  cudaSuccess);
+        ASSERT_EQ(cudaMemsetAsync(info->get(), 0, sizeof(int), ctx_->stream()), cudaSuccess);
+        ASSERT_TRUE(Potrf(*ctx_, t, n, dev->get(), info->as<int>(), own).ok());
+        int host_info = -1;
+        ASSERT_TRUE(ctx_->CopyToHost(&host_info, info->get(), sizeof(int)).ok());
+        EXPECT_EQ(host_info, 0) << (own ? "own" : "cusolver");
+        std::vector<double> r = ToHost(t, dev->get(), n * n);
+        for (int64_t i = 0; i < n; ++i) {
+          for (int64_t j = 0; j < i; ++j) r[j * n + i] = 0;  // keep the upper factor only
+        }
+        results.push_back(r);
+      }
+      EXPECT_LE(RelativeError(results[1], results[0]), t == DevType::kF64 ? 1e-12 : 1e-5);
     }
   }
 }
