@@ -1,6 +1,7 @@
 // CPU benchmark of the kernels (issue 2, item 7): ATP attention against exact attention, and the
-// principal bases alone (exact SVD against randomized subspace iteration), measured in the same
-// run; the table at the end puts the ratios beside the figures.
+// principal bases alone (exact SVD against randomized subspace iteration, and the default energy
+// policy 0.99 whose rank is found on the way), measured in the same run; the tables at the end put
+// the ratios beside the figures.
 //
 //   atp_bench_cpu [--benchmark_filter=...] [--benchmark_repetitions=3
 //                  --benchmark_enable_random_interleaving=true]
@@ -159,6 +160,29 @@ void BM_PrincipalBases(benchmark::State& state) {
   state.SetLabel(exact ? Key("basis exact", L) : Key("basis randomized", L, r));
 }
 
+// The principal bases with an energy policy (kAuto): the rank is not known in advance, so the
+// randomized path grows its block until the Ritz values reach the energy (or falls back to the
+// exact SVD). Reports the rank it settled on.
+void BM_PrincipalBasesEnergy(benchmark::State& state) {
+  const int64_t L = state.range(0);
+  const double tau = static_cast<double>(state.range(1)) / 1000.0;
+  PrincipalBasesArgs args;
+  args.x = Input(L).view();
+  args.rank = RankPolicy::Energy(tau);
+  double rank = 0;
+  for (auto _ : state) {
+    absl::StatusOr<PrincipalBases> bases = Cpu().Decompose(args, {});
+    if (!bases.ok()) {
+      state.SkipWithError(bases.status().ToString().c_str());
+      break;
+    }
+    rank = static_cast<double>(bases->rank);
+    benchmark::DoNotOptimize(bases);
+  }
+  state.counters["rank"] = rank;
+  state.SetLabel(absl::StrCat("basis energy ", tau, " L=", L));
+}
+
 // Keeps each run's real time (ms) by label, for the ratio table: with --benchmark_repetitions the
 // minimum over the repetitions (the machine is shared; the minimum is the least disturbed run).
 class RatioReporter : public benchmark::ConsoleReporter {
@@ -241,6 +265,12 @@ void Register() {
     benchmark::RegisterBenchmark("basis_exact", BM_PrincipalBases)
         ->Args({L, kRanks[0], 1})
         ->ArgNames({"L", "r", "exact"})
+        ->Unit(benchmark::kMillisecond)
+        ->UseRealTime()
+        ->ComputeStatistics("min", Min);
+    benchmark::RegisterBenchmark("basis_energy", BM_PrincipalBasesEnergy)
+        ->Args({L, 990})
+        ->ArgNames({"L", "tau_permille"})
         ->Unit(benchmark::kMillisecond)
         ->UseRealTime()
         ->ComputeStatistics("min", Min);

@@ -26,8 +26,8 @@ constexpr int kMinPowerIterations = 1;
 constexpr int kMaxPowerIterations = 12;
 constexpr double kGainTolerance = 1e-3;
 constexpr double kGainFloor = 1e-6;
-// The energy policy on the randomized path starts with this rank and grows the block 4× until the
-// Ritz values reach the wanted energy.
+// The energy policy on the randomized path starts with this rank and grows the block (at least 2×,
+// more when the Ritz values show a slow spectrum) until they reach the wanted energy.
 constexpr int64_t kEnergyStartRank = 32;
 
 absl::Status LapackError(absl::string_view routine, lapack_int info) {
@@ -333,11 +333,16 @@ absl::StatusOr<Ritz> RayleighRitz(const std::vector<float>& b, int64_t k, int64_
   return ritz;
 }
 
-// Randomized bases for a known target rank (or, for the energy policy, a trial rank). Returns
-// nullopt when the energy policy needs more than `trial` bases.
-absl::StatusOr<std::optional<BasesF32>> RandomizedBases(const BasesRequest& req, int64_t trial,
-                                                        double total, const ExecContext& ctx,
-                                                        const CpuEnv& env) {
+// Randomized bases for a known target rank, or for the energy policy a trial rank. When the
+// energy policy needs more than `trial` bases, `bases` stays empty and `next_trial` says how many
+// to try next.
+struct RandomizedOutcome {
+  std::optional<BasesF32> bases;
+  int64_t next_trial = 0;
+};
+absl::StatusOr<RandomizedOutcome> RandomizedBases(const BasesRequest& req, int64_t trial,
+                                                  double total, const ExecContext& ctx,
+                                                  const CpuEnv& env) {
   const int64_t L = req.length;
   const int64_t d = req.width;
   const int64_t k = SubspaceBlock(trial, L, d);
@@ -350,7 +355,20 @@ absl::StatusOr<std::optional<BasesF32>> RandomizedBases(const BasesRequest& req,
   std::vector<double> sigma_sq(static_cast<size_t>(k));
   for (int64_t i = 0; i < k; ++i) sigma_sq[i] = ritz->sigma[i] * ritz->sigma[i];
   const std::optional<int64_t> rank = RankFrom(req, sigma_sq, trial, total);
-  if (!rank.has_value()) return std::optional<BasesF32>();
+  RandomizedOutcome outcome;
+  if (!rank.has_value()) {
+    // Every direction beyond the subspace carries at most σ̃_k², so at least deficit/σ̃_k² more
+    // are needed: jump there (and at least double) rather than creep up on a slow spectrum.
+    double captured = 0.0;
+    for (double v : sigma_sq) captured += v;
+    const double deficit = req.rank.value * total - captured;
+    const double smallest = std::max(sigma_sq.back(), 1e-300);
+    const double more = deficit > 0 ? std::ceil(deficit / smallest) : 0.0;
+    const int64_t bound = RankUpperBound(req.rank, L, d, req.max_rank);
+    outcome.next_trial = static_cast<int64_t>(
+        std::min<double>(static_cast<double>(bound), std::max<double>(2.0 * trial, k + more)));
+    return outcome;
+  }
   const int64_t r = *rank;
 
   BasesF32 out;
@@ -359,8 +377,9 @@ absl::StatusOr<std::optional<BasesF32>> RandomizedBases(const BasesRequest& req,
   out.total_energy = total;
   std::vector<float> u_small(static_cast<size_t>(k * r));
   for (int64_t a = 0; a < k; ++a) {
-    for (int64_t i = 0; i < r; ++i)
+    for (int64_t i = 0; i < r; ++i) {
       u_small[a * r + i] = static_cast<float>(ritz->u_small[a * k + i]);
+    }
   }
   out.u.resize(static_cast<size_t>(L * r));
   ParallelGemm(env, true, false, L, r, k, 1.0f, qt.data(), L, u_small.data(), r, 0.0f, out.u.data(),
@@ -369,7 +388,8 @@ absl::StatusOr<std::optional<BasesF32>> RandomizedBases(const BasesRequest& req,
   out.s.assign(ritz->sigma.begin(), ritz->sigma.begin() + r);
   ApplySignRule(out.u.data(), L, r, r, out.vt.data(), d, d);
   FillEnergy(&out, ritz->sigma.data());
-  return std::optional<BasesF32>(std::move(out));
+  outcome.bases = std::move(out);
+  return outcome;
 }
 
 }  // namespace
@@ -406,10 +426,10 @@ absl::StatusOr<BasesF32> ComputePrincipalBases(const BasesRequest& req, const Ex
     const bool exact = req.method == DecomposeMethod::kExact ||
                        (req.method == DecomposeMethod::kAuto && AutoPrefersExact(L, d, block));
     if (exact) return ExactBases(req, total);
-    absl::StatusOr<std::optional<BasesF32>> bases = RandomizedBases(req, trial, total, ctx, env);
-    if (!bases.ok()) return bases.status();
-    if (bases->has_value()) return std::move(**bases);
-    trial = std::min(bound, 4 * trial);  // the energy policy wants more bases: grow the block
+    absl::StatusOr<RandomizedOutcome> outcome = RandomizedBases(req, trial, total, ctx, env);
+    if (!outcome.ok()) return outcome.status();
+    if (outcome->bases.has_value()) return *std::move(outcome->bases);
+    trial = outcome->next_trial;  // the energy policy wants more bases: grow the block
   }
 }
 
