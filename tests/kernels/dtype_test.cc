@@ -131,7 +131,9 @@ TEST(DTypeTest, ConversionsPickTheNearestValueOnRandomFloats) {
       if (IsNanHalf(n) || (n & 0x7fffu) == 0x7c00u || ((n ^ h) & 0x8000u)) continue;
       const double other = std::abs(double(HalfToFloat(n)) - f);
       ASSERT_LE(err, other) << f;
-      if (err == other) ASSERT_EQ(h & 1u, 0u) << "tie not to even: " << f;
+      if (err == other) {
+        ASSERT_EQ(h & 1u, 0u) << "tie not to even: " << f;
+      }
     }
     const uint16_t b = FloatToBFloat16(f);
     const double berr = std::abs(double(BFloat16ToFloat(b)) - f);
@@ -140,7 +142,9 @@ TEST(DTypeTest, ConversionsPickTheNearestValueOnRandomFloats) {
       if (IsNanBf16(n) || ((n ^ b) & 0x8000u)) continue;
       const double other = std::abs(double(BFloat16ToFloat(n)) - f);
       ASSERT_LE(berr, other) << f;
-      if (berr == other) ASSERT_EQ(b & 1u, 0u) << "tie not to even: " << f;
+      if (berr == other) {
+        ASSERT_EQ(b & 1u, 0u) << "tie not to even: " << f;
+      }
     }
   }
 }

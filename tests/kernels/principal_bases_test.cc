@@ -85,10 +85,6 @@ void ExpectSignRule(const Mat& u) {
   }
 }
 
-std::vector<double> Prefix(const std::vector<double>& v, int64_t n) {
-  return std::vector<double>(v.begin(), v.begin() + n);
-}
-
 // Geometric singular values σ_i = top·ratio^i for i < head, then a flat tail at `tail` with a
 // small random spread (no exact ties).
 std::vector<double> GappedSpectrum(Rng& rng, int64_t m, int64_t head, double top, double ratio,
