@@ -379,8 +379,7 @@ void Variants(DeviceContext& ctx, const Flags& f) {
          o.adaptive_tolerance = 0;
          o.own_cholesky = false;
        }},
-      {"tol5e-3", [](BasisOptions& o) { o.adaptive_tolerance = 5e-3; }},
-      {"tol1e-3", [](BasisOptions& o) { o.adaptive_tolerance = 1e-3; }},
+      {"max6", [](BasisOptions& o) { o.power_iterations = 6; }},
       {"iter_split1", [](BasisOptions& o) { o.iteration_split = 1; }},
       {"rr_split2", [](BasisOptions& o) { o.rayleigh_ritz_split = 2; }},
       {"oversample32", [](BasisOptions& o) { o.oversampling = 32; }},

@@ -42,7 +42,7 @@ struct BasisOptions {
   // Products with G: at most power_iterations, at least min_power_iterations; in between the
   // iteration stops once the residual ||X||_F^2 - trace(QᵀGQ) falls by less than
   // adaptive_tolerance of itself (0: always power_iterations).
-  int power_iterations = 6;
+  int power_iterations = 5;
   int min_power_iterations = 2;
   double adaptive_tolerance = 2e-3;
   int oversampling = 64;
