@@ -9,6 +9,7 @@
 #include <new>
 #include <sstream>
 #include <string>
+#include <system_error>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -27,6 +28,11 @@ using cpu::CpuLayer;
 
 absl::Status OutOfMemory(absl::string_view what) {
   return absl::ResourceExhaustedError(absl::StrCat("out of host memory while computing ", what));
+}
+
+absl::Status NoThreads(absl::string_view what, const std::system_error& e) {
+  return absl::ResourceExhaustedError(
+      absl::StrCat("could not start a thread while computing ", what, ": ", e.what()));
 }
 
 // Reads "Name:  123 kB" from /proc/meminfo; 0 when absent.
@@ -144,6 +150,8 @@ class CpuBackend : public Backend {
       return out;
     } catch (const std::bad_alloc&) {
       return OutOfMemory("the principal bases");
+    } catch (const std::system_error& e) {
+      return NoThreads("the principal bases", e);
     }
   }
 
@@ -158,6 +166,8 @@ class CpuBackend : public Backend {
       return cpu::AtpAttentionCpu(config, (*l)->attention(), args, ctx, env_);
     } catch (const std::bad_alloc&) {
       return OutOfMemory("ATP attention");
+    } catch (const std::system_error& e) {
+      return NoThreads("ATP attention", e);
     }
   }
 
@@ -171,6 +181,8 @@ class CpuBackend : public Backend {
       return cpu::ExactAttentionCpu(config, (*l)->attention(), args, ctx, env_);
     } catch (const std::bad_alloc&) {
       return OutOfMemory("exact attention");
+    } catch (const std::system_error& e) {
+      return NoThreads("exact attention", e);
     }
   }
 
@@ -190,6 +202,8 @@ class CpuBackend : public Backend {
       return cpu::LowRankLinearCpu(*(*l)->linear(weight), default_rank, args, ctx, env_);
     } catch (const std::bad_alloc&) {
       return OutOfMemory("low-rank linear");
+    } catch (const std::system_error& e) {
+      return NoThreads("low-rank linear", e);
     }
   }
 
