@@ -111,19 +111,21 @@ def main():
             p(f"- r = {r}: not within the measured lengths")
     p("")
 
-    gemm_flops = None
     if peak:
-        p(f"Stage efficiency against the measured cuBLAS peak ({fmt(peak, 0)} TFLOP/s): "
-          "projections and output are 2·L·d² flops each (Q only for ATP).")
+        p(f"GEMM and core efficiency against the measured cuBLAS peak ({fmt(peak, 0)} TFLOP/s): the "
+          "exact layer's three projections are 3·2·L·d² flops, the output 2·L·d² (the ATP layer's Q "
+          "projection runs beside its basis, so it has no stage of its own).")
         p("")
-        for (L, r), row in sorted(atp.items()):
-            s = row["stages"]
-            d = 4096
-            if s.get("projections") and s.get("output"):
-                t = (2 * L * d * d + 4 * r * d * d) / (s["projections"] * 1e-3) / 1e12
-                o = 2 * L * d * d / (s["output"] * 1e-3) / 1e12
-                p(f"- L={L} r={r}: projections {fmt(t, 0)} TFLOP/s, output {fmt(o, 0)}, "
-                  f"core {fmt(row.get('core_tflops'), 0)}")
+        for L in lengths:
+            s_ = exact.get(L, {}).get("stages", {})
+            if s_.get("projections") and s_.get("output"):
+                d = 4096
+                pr = 6 * L * d * d / (s_["projections"] * 1e-3) / 1e12
+                o = 2 * L * d * d / (s_["output"] * 1e-3) / 1e12
+                cores = ", ".join(f"r={r} {fmt(row.get('core_tflops'), 0)}"
+                                  for (l2, r), row in sorted(atp.items()) if l2 == L)
+                p(f"- L={L}: exact layer projections {fmt(pr, 0)} TFLOP/s, output {fmt(o, 0)}, "
+                  f"cuDNN core {fmt(exact[L].get('core_tflops'), 0)}; ATP core (L x r) {cores}")
         p("")
 
     ref = by(ours, "basis_reference")
