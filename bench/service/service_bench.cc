@@ -290,6 +290,83 @@ atp::v1::ResponseHeader RawRoundTrip(grpc::GenericStub& stub,
   return response;
 }
 
+// Registers a layer whose tensors are random f32 of the given shapes.
+void Register(atp::v1::Worker::Stub& stub, atp::v1::LayerHeader header,
+              const std::vector<std::pair<std::string, std::vector<int64_t>>>& tensors) {
+  std::mt19937 rng(1);
+  std::normal_distribution<float> normal(0.0f, 0.1f);
+  std::vector<std::vector<float>> data;
+  for (const auto& [name, shape] : tensors) {
+    int64_t n = 1;
+    for (int64_t d : shape) n *= d;
+    std::vector<float>& v = data.emplace_back(static_cast<size_t>(n));
+    for (float& x : v) x = normal(rng);
+    *header.add_tensors() = wire::MakeTensorHeader(
+        name, atp::v1::DTYPE_F32, shape,
+        absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(v.data()), v.size() * 4));
+  }
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+  atp::v1::RegisterLayerResponse resp;
+  auto writer = stub.RegisterLayer(&ctx, &resp);
+  atp::v1::RegisterLayerRequest h;
+  *h.mutable_header() = header;
+  writer->Write(h);
+  for (size_t i = 0; i < data.size(); ++i) {
+    atp::v1::RegisterLayerRequest c;
+    c.mutable_chunk()->set_tensor_index(static_cast<uint32_t>(i));
+    c.mutable_chunk()->set_data(reinterpret_cast<const char*>(data[i].data()), data[i].size() * 4);
+    writer->Write(c);
+  }
+  writer->WritesDone();
+  if (!writer->Finish().ok()) Fail("cannot register layer " + header.layer_id());
+}
+
+// Round trips of one small request after another on an open Compute stream (header and payload
+// corked into one write by the buffer hint); returns the client-side and worker-side times in µs.
+void SmallCalls(atp::v1::Worker::Stub& stub, atp::v1::RequestHeader header,
+                const std::vector<float>& x, int calls, std::vector<double>* round_trip_us,
+                std::vector<double>* worker_us, const std::vector<float>& second = {}) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::minutes(10));
+  auto stream = stub.Compute(&ctx);
+  atp::v1::ComputeRequest h, c, c2;
+  *h.mutable_header() = header;
+  c.mutable_chunk()->set_data(reinterpret_cast<const char*>(x.data()), x.size() * 4);
+  c2.mutable_chunk()->set_tensor_index(1);
+  c2.mutable_chunk()->set_data(reinterpret_cast<const char*>(second.data()), second.size() * 4);
+  atp::v1::ComputeResponse r;
+  const int warmup = calls / 10;
+  for (int i = 0; i < calls + warmup; ++i) {
+    h.mutable_header()->set_request_id(i);
+    c.mutable_chunk()->set_request_id(i);
+    c2.mutable_chunk()->set_request_id(i);
+    const auto t0 = Clock::now();
+    stream->Write(h, grpc::WriteOptions().set_buffer_hint());
+    if (second.empty()) {
+      stream->Write(c);
+    } else {
+      stream->Write(c, grpc::WriteOptions().set_buffer_hint());
+      stream->Write(c2);
+    }
+    if (!stream->Read(&r) || r.header().code() != 0) {
+      Fail("small compute failed: " + r.ShortDebugString());
+    }
+    const int outputs = r.header().outputs_size();
+    const auto& t = r.header().timing();
+    const double on_worker = static_cast<double>(t.receive_us() + t.queue_us() + t.compute_us());
+    for (int k = 0; k < outputs; ++k) {
+      if (!stream->Read(&r) || !r.has_chunk()) Fail("small compute: missing output chunk");
+    }
+    if (i >= warmup) {
+      round_trip_us->push_back(Seconds(t0, Clock::now()) * 1e6);
+      worker_us->push_back(on_worker);
+    }
+  }
+  stream->WritesDone();
+  stream->Finish();
+}
+
 // The same round trip with the generated protobuf stub (payload copied into `bytes` fields).
 void StubRoundTrip(atp::v1::Worker::Stub& stub, const atp::v1::RequestHeader& header,
                    const std::vector<std::pair<const char*, size_t>>& inputs, uint32_t chunk_bytes,
@@ -435,6 +512,18 @@ int main(int argc, char** argv) {
     if (!writer->Finish().ok()) Fail("cannot register the layer");
   }
 
+  {
+    atp::v1::LayerHeader attn;
+    attn.set_layer_id("attn");
+    auto* a = attn.mutable_attention();
+    a->set_d_model(16);
+    a->set_num_heads(2);
+    a->set_head_dim(8);
+    Register(*stub, attn,
+             {{"q_proj.weight", {16, 16}}, {"k_proj.weight", {16, 16}},
+              {"v_proj.weight", {16, 16}}, {"o_proj.weight", {16, 16}}});
+  }
+
   // ---- 1. large round trip ----
   std::vector<float> u(static_cast<size_t>(length * rank));
   std::vector<float> cmat(static_cast<size_t>(rank * width));
@@ -532,7 +621,7 @@ int main(int argc, char** argv) {
   std::printf("   (percentages: median over rounds of the ratio to the TCP echo of the same round)\n");
 
   // ---- 2. small calls ----
-  std::vector<double> tcp_us, info_us, compute_us, server_us;
+  std::vector<double> tcp_us, info_us;
   {
     EchoServer echo;
     EchoClient client(echo.port());
@@ -552,42 +641,41 @@ int main(int argc, char** argv) {
     if (!stub->GetServerInfo(&ctx, {}, &info).ok()) Fail("GetServerInfo failed");
     if (i >= calls / 10) info_us.push_back(Seconds(t0, Clock::now()) * 1e6);
   }
+  std::vector<double> atp_us, atp_worker_us, decompose_us, decompose_worker_us, lin_us,
+      lin_worker_us;
+  {
+    // The smallest useful call: y = u·(c·Wᵀ) on the registered linear layer, u [16,2], c [2,64]:
+    // a factored input, one dense output, next to no compute.
+    std::vector<float> uc(16 * 2 + 2 * width);
+    std::mt19937 rng(4);
+    std::normal_distribution<float> normal;
+    for (float& v : uc) v = normal(rng);
+    const auto ub = absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(uc.data()), 16 * 2 * 4);
+    const auto cb = absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(uc.data() + 32),
+                                        2 * width * 4);
+    atp::v1::RequestHeader h;
+    *h.mutable_input()->mutable_factored()->mutable_u() =
+        wire::MakeTensorHeader("u", atp::v1::DTYPE_F32, {16, 2}, ub);
+    *h.mutable_input()->mutable_factored()->mutable_c() =
+        wire::MakeTensorHeader("c", atp::v1::DTYPE_F32, {2, width}, cb);
+    h.mutable_lowrank_linear()->set_layer_id("lin");
+    SmallCalls(*stub, h, {uc.begin(), uc.begin() + 32}, calls, &lin_us, &lin_worker_us,
+               std::vector<float>(uc.begin() + 32, uc.end()));
+  }
   {
     std::vector<float> x(16 * 16);
     std::mt19937 rng(3);
     std::normal_distribution<float> normal;
     for (float& v : x) v = normal(rng);
     const auto xb = absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(x.data()), x.size() * 4);
-    grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::minutes(10));
-    auto stream = stub->Compute(&ctx);
-    atp::v1::ComputeRequest h, c;
-    h.mutable_header()->mutable_decompose()->mutable_rank()->set_fixed(2);
-    *h.mutable_header()->mutable_input()->mutable_dense() =
+    atp::v1::RequestHeader h;
+    *h.mutable_input()->mutable_dense() =
         wire::MakeTensorHeader("x", atp::v1::DTYPE_F32, {16, 16}, xb);
-    c.mutable_chunk()->set_data(reinterpret_cast<const char*>(x.data()), x.size() * 4);
-    atp::v1::ComputeResponse r;
-    for (int i = 0; i < calls + calls / 10; ++i) {
-      h.mutable_header()->set_request_id(i);
-      c.mutable_chunk()->set_request_id(i);
-      const auto t0 = Clock::now();
-      // Header and payload leave together (the buffer hint corks the first write).
-      stream->Write(h, grpc::WriteOptions().set_buffer_hint());
-      stream->Write(c);
-      if (!stream->Read(&r) || r.header().code() != 0) Fail("small compute failed: " + r.ShortDebugString());
-      const int outputs = r.header().outputs_size();
-      if (i >= calls / 10) {
-        server_us.push_back(static_cast<double>(r.header().timing().receive_us() +
-                                                r.header().timing().queue_us() +
-                                                r.header().timing().compute_us()));
-      }
-      for (int k = 0; k < outputs; ++k) {
-        if (!stream->Read(&r) || !r.has_chunk()) Fail("small compute: missing output chunk");
-      }
-      if (i >= calls / 10) compute_us.push_back(Seconds(t0, Clock::now()) * 1e6);
-    }
-    stream->WritesDone();
-    stream->Finish();
+    h.mutable_atp_attention()->set_layer_id("attn");
+    h.mutable_atp_attention()->mutable_rank()->set_fixed(4);
+    SmallCalls(*stub, h, x, calls, &atp_us, &atp_worker_us);
+    h.mutable_decompose()->mutable_rank()->set_fixed(2);
+    SmallCalls(*stub, h, x, calls, &decompose_us, &decompose_worker_us);
   }
   std::printf("\n2. Small call round trip over %d calls (after %d warm-up calls)   median    p99\n",
               calls, calls / 10);
@@ -596,11 +684,20 @@ int main(int argc, char** argv) {
   std::printf("   %-58s %6.0f µs %6.0f µs\n", "GetServerInfo (unary)", Median(info_us),
               Percentile(info_us, 0.99));
   std::printf("   %-58s %6.0f µs %6.0f µs\n",
-              "Compute: decompose x [16,16] f32, r = 2, on an open stream", Median(compute_us),
-              Percentile(compute_us, 0.99));
+              "lowrank_linear, u [16,2] c [2,64] -> y [16,64], open stream", Median(lin_us),
+              Percentile(lin_us, 0.99));
+  std::printf("   %-58s %6.0f µs %6.0f µs\n", "  of which on the worker (header in to compute done)",
+              Median(lin_worker_us), Percentile(lin_worker_us, 0.99));
   std::printf("   %-58s %6.0f µs %6.0f µs\n",
-              "  of which on the worker (header in to compute done)", Median(server_us),
-              Percentile(server_us, 0.99));
+              "ATP attention, x [16,16] f32, r = 4 (1 output), open stream", Median(atp_us),
+              Percentile(atp_us, 0.99));
+  std::printf("   %-58s %6.0f µs %6.0f µs\n", "  of which on the worker (header in to compute done)",
+              Median(atp_worker_us), Percentile(atp_worker_us, 0.99));
+  std::printf("   %-58s %6.0f µs %6.0f µs\n",
+              "decompose, x [16,16] f32, r = 2 (3 outputs), open stream", Median(decompose_us),
+              Percentile(decompose_us, 0.99));
+  std::printf("   %-58s %6.0f µs %6.0f µs\n", "  of which on the worker (header in to compute done)",
+              Median(decompose_worker_us), Percentile(decompose_worker_us, 0.99));
   ::kill(worker_pid, SIGTERM);
   int status = 0;
   ::waitpid(worker_pid, &status, 0);

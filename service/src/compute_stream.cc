@@ -26,9 +26,6 @@ namespace {
 // request's payload until it reads the refusal). Oldest forgotten first.
 constexpr size_t kMaxDiscardedIds = 1024;
 
-// Responses up to this size are written as one burst (see AdvanceLocked).
-constexpr uint64_t kCorkedResponseBytes = 256 * 1024;
-
 uint64_t Micros(absl::Duration d) {
   return d <= absl::ZeroDuration() ? 0 : static_cast<uint64_t>(absl::ToInt64Microseconds(d));
 }
@@ -86,7 +83,6 @@ struct Request {
   absl::Status status;
   ComputeOutput output;
   std::vector<uint32_t> crcs;
-  uint64_t output_bytes = 0;
 
   // Response progress.
   bool header_sent = false;
@@ -387,7 +383,6 @@ class ComputeStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grp
       req->reserved_bytes = out_bytes;
     }
     req->status = std::move(status);
-    req->output_bytes = out_bytes;
     req->output = std::move(output);
     req->crcs = std::move(crcs);
     req->state = Request::State::kReady;
@@ -456,9 +451,9 @@ class ComputeStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grp
         }
         last = req->out_index == req->output.outputs.size();
       }
-      // A small response goes out as one burst: its messages but the last carry the buffer hint,
-      // so gRPC flushes them together (a large one flows chunk by chunk).
-      StartWriteLocked(/*buffer_hint=*/!last && req->output_bytes <= kCorkedResponseBytes);
+      // No buffer hint even for small responses: with the callback API a hinted write may not
+      // complete until a later write, and the next write waits for this one's completion.
+      StartWriteLocked();
       if (last) {
         order_.pop_front();
         RetireLocked(*req, /*answered=*/true);
@@ -492,11 +487,9 @@ class ComputeStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grp
     return grpc::ByteBuffer(slices, 2);
   }
 
-  void StartWriteLocked(bool buffer_hint) {
+  void StartWriteLocked() {
     write_in_flight_ = true;
-    grpc::WriteOptions options;
-    if (buffer_hint) options.set_buffer_hint();
-    StartWrite(&write_buf_, options);
+    StartWrite(&write_buf_);
   }
 
   void FinishLocked(const absl::Status& status) {

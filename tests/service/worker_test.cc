@@ -327,7 +327,7 @@ TEST(WorkerMetricsTest, PrometheusEndpointIsScrapedOverHttp) {
   ASSERT_NE(worker, nullptr);
   ASSERT_GT(worker->server().metrics_port(), 0);
   const Tensor x = RandomTensor(DType::kF32, {9, 4}, 16);
-  ASSERT_TRUE(RunOne(worker->stub(), DecomposeRequest(1, x, 2), {&x}).ok());
+  { auto r = RunOne(worker->stub(), DecomposeRequest(1, x, 2), {&x}); ASSERT_TRUE(r.ok()) << r.status(); }
   // Statistics are recorded as a call completes on the worker, which may be just after the
   // client has its answer: scrape until they are in (bounded).
   const std::vector<std::string> want = {
