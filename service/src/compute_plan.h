@@ -27,6 +27,8 @@ struct WorkerLimits {
   int max_inflight_requests = 0;
   int max_inflight_per_stream = 0;
   uint64_t max_resident_layer_bytes = 0;
+  int max_queue_depth = 0;
+  uint64_t max_inflight_bytes = 0;
 };
 
 struct ComputePlan {

@@ -320,6 +320,8 @@ atp::v1::ServerInfo ToServerInfo(const ServerDescription& d, const WorkerLimits&
   l->set_max_inflight_requests(static_cast<uint32_t>(limits.max_inflight_requests));
   l->set_max_inflight_per_stream(static_cast<uint32_t>(limits.max_inflight_per_stream));
   l->set_max_resident_layer_bytes(limits.max_resident_layer_bytes);
+  l->set_max_queue_depth(static_cast<uint32_t>(limits.max_queue_depth));
+  l->set_max_inflight_bytes(limits.max_inflight_bytes);
   for (Op op : {Op::kAtpAttention, Op::kExactAttention, Op::kLowRankLinear, Op::kDecompose}) {
     info.add_operations(std::string(OpName(op)));
   }

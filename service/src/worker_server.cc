@@ -259,6 +259,8 @@ absl::StatusOr<std::unique_ptr<WorkerServer>> WorkerServer::Start(
   limits.max_inflight_per_stream = o.max_inflight_per_stream;
   limits.max_resident_layer_bytes =
       o.max_resident_layer_bytes > 0 ? o.max_resident_layer_bytes : DefaultResidentLimit(*backend);
+  limits.max_queue_depth = o.max_queue_depth;
+  limits.max_inflight_bytes = o.max_inflight_bytes;
 
   ServerDescription description;
   description.version = ATP_VERSION;

@@ -147,6 +147,8 @@ TEST_F(WorkerTest, ServerInfoAdvertisesBackendLimitsAndOperations) {
   EXPECT_EQ(info.limits().max_sequence_length(), 131072u);
   EXPECT_EQ(info.limits().max_inflight_per_stream(), 8u);
   EXPECT_GT(info.limits().max_resident_layer_bytes(), 0u);
+  EXPECT_EQ(info.limits().max_queue_depth(), 32u);
+  EXPECT_EQ(info.limits().max_inflight_bytes(), uint64_t{4} << 30);
   EXPECT_THAT(info.operations(), ::testing::UnorderedElementsAre(
                                      "atp_attention", "exact_attention", "lowrank_linear",
                                      "decompose"));
