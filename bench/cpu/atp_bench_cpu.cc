@@ -193,10 +193,12 @@ class RatioReporter : public benchmark::ConsoleReporter {
     ConsoleReporter::ReportRuns(runs);
     for (const Run& run : runs) {
       if (run.error_occurred) continue;
-      if (run.run_type == Run::RT_Aggregate && run.aggregate_name == "min") {
+      if ((run.run_type == Run::RT_Aggregate && run.aggregate_name == "min") ||
+          (run.run_type == Run::RT_Iteration && run.repetitions <= 1)) {
         ms_[run.report_label] = run.GetAdjustedRealTime();
-      } else if (run.run_type == Run::RT_Iteration && run.repetitions <= 1) {
-        ms_[run.report_label] = run.GetAdjustedRealTime();
+        if (auto rank = run.counters.find("rank"); rank != run.counters.end()) {
+          rank_[run.report_label] = rank->second.value;
+        }
       }
     }
   }
@@ -219,6 +221,16 @@ class RatioReporter : public benchmark::ConsoleReporter {
     for (int64_t L : kLengths) {
       for (int64_t r : kRanks) PrintRow(Key("basis exact", L), Key("basis randomized", L, r), L, r);
     }
+    std::printf(
+        "\nPrincipal bases under the default energy policy 0.99 (kAuto: the rank is found on the "
+        "way), same run\n");
+    std::printf("%8s %6s %12s\n", "L", "rank", "ms");
+    for (int64_t L : kLengths) {
+      const std::string key = absl::StrCat("basis energy 0.99 L=", L);
+      if (auto it = ms_.find(key); it != ms_.end()) {
+        std::printf("%8lld %6.0f %12.2f\n", static_cast<long long>(L), rank_.at(key), it->second);
+      }
+    }
     auto exact = ms_.find(Key("exact", 8192));
     auto atp = ms_.find(Key("atp", 8192, 64));
     if (exact != ms_.end() && atp != ms_.end()) {
@@ -238,6 +250,7 @@ class RatioReporter : public benchmark::ConsoleReporter {
   }
 
   std::map<std::string, double> ms_;
+  std::map<std::string, double> rank_;
 };
 
 double Min(const std::vector<double>& v) { return *std::min_element(v.begin(), v.end()); }
