@@ -1,5 +1,7 @@
 #include "atp/client/client.h"
 
+#include <atomic>
+#include <deque>
 #include <utility>
 
 #include "absl/base/thread_annotations.h"
@@ -46,8 +48,8 @@ struct Client::ReadyState {
 
 absl::StatusOr<std::unique_ptr<Client>> Client::Create(std::string target, ClientOptions options) {
   auto ready = std::make_shared<ReadyState>();
-  absl::StatusOr<std::shared_ptr<internal::ClientCore>> core = internal::ClientCore::Create(
-      std::move(target), options, nullptr, [ready](Readiness r) {
+  absl::StatusOr<std::shared_ptr<internal::ClientCore>> core =
+      internal::ClientCore::Create(std::move(target), options, nullptr, [ready](Readiness r) {
         absl::MutexLock lock(&ready->mu);
         ready->readiness = r;
       });
@@ -55,10 +57,73 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Create(std::string target, Clien
   return std::unique_ptr<Client>(new Client(*std::move(core), std::move(ready)));
 }
 
-Client::Client(std::shared_ptr<internal::ClientCore> core, std::shared_ptr<ReadyState> ready)
-    : core_(std::move(core)), ready_(std::move(ready)) {}
+// Bounds the Compute streams open at once (ClientOptions::max_concurrent_calls); calls beyond wait
+// here in order and start as streams end.
+struct Client::Limiter : std::enable_shared_from_this<Client::Limiter> {
+  using Group = std::vector<std::unique_ptr<internal::OpCall>>;
 
-Client::~Client() { core_->Shutdown(); }
+  Limiter(std::shared_ptr<internal::ClientCore> core, int limit)
+      : core(std::move(core)), limit(limit) {}
+
+  void Submit(Group group) {
+    auto remaining = std::make_shared<std::atomic<int>>(static_cast<int>(group.size()));
+    std::weak_ptr<Limiter> weak = weak_from_this();
+    for (auto& call : group) {
+      call->on_attempt = [weak, remaining](std::unique_ptr<internal::OpCall> c,
+                                           internal::OpOutcome o) {
+        internal::FinishCall(std::move(c), std::move(o));
+        if (remaining->fetch_sub(1) == 1) {
+          if (auto self = weak.lock()) self->Release();
+        }
+      };
+    }
+    {
+      absl::MutexLock lock(&mu);
+      if (limit > 0 && active >= limit) {
+        waiting.push_back(std::move(group));
+        return;
+      }
+      ++active;
+    }
+    core->Submit(std::move(group));
+  }
+
+  void Release() {
+    Group next;
+    {
+      absl::MutexLock lock(&mu);
+      if (waiting.empty()) {
+        --active;
+        return;
+      }
+      next = std::move(waiting.front());
+      waiting.pop_front();
+    }
+    core->Submit(std::move(next));
+  }
+
+  const std::shared_ptr<internal::ClientCore> core;
+  const int limit;
+  absl::Mutex mu;
+  int active ABSL_GUARDED_BY(mu) = 0;
+  std::deque<Group> waiting ABSL_GUARDED_BY(mu);
+};
+
+Client::Client(std::shared_ptr<internal::ClientCore> core, std::shared_ptr<ReadyState> ready)
+    : core_(std::move(core)),
+      ready_(std::move(ready)),
+      limiter_(std::make_shared<Limiter>(core_, core_->options().max_concurrent_calls)) {}
+
+Client::~Client() {
+  core_->Shutdown();
+  // Calls still waiting for a stream: Submit on a shut-down core fails them with CANCELLED.
+  std::deque<Limiter::Group> waiting;
+  {
+    absl::MutexLock lock(&limiter_->mu);
+    waiting.swap(limiter_->waiting);
+  }
+  for (auto& group : waiting) core_->Submit(std::move(group));
+}
 
 const std::string& Client::target() const { return core_->target(); }
 const ClientOptions& Client::options() const { return core_->options(); }
@@ -71,8 +136,8 @@ absl::Status Client::WaitUntilReady(absl::Time deadline) {
     return ready_->readiness == Readiness::kServing;
   };
   if (ready_->mu.AwaitWithDeadline(absl::Condition(&serving), deadline)) return absl::OkStatus();
-  return absl::DeadlineExceededError(absl::StrCat("worker ", target(), " is not ready (",
-                                                  ReadinessName(ready_->readiness), ")"));
+  return absl::DeadlineExceededError(
+      absl::StrCat("worker ", target(), " is not ready (", ReadinessName(ready_->readiness), ")"));
 }
 
 absl::Time Client::DeadlineOf(const CallOptions& options) const {
@@ -83,8 +148,7 @@ absl::Time Client::DeadlineOf(const CallOptions& options) const {
 bool Client::WaitForReadyDefault() const { return core_->options().wait_for_ready; }
 
 void Client::Submit(std::vector<std::unique_ptr<internal::OpCall>> calls) {
-  for (auto& call : calls) call->on_attempt = internal::FinishCall;
-  core_->Submit(std::move(calls));
+  limiter_->Submit(std::move(calls));
 }
 
 absl::StatusOr<Readiness> Client::CheckHealth(absl::string_view service,

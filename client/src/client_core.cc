@@ -87,18 +87,22 @@ class UnaryCall final : public CancellableCall,
       done_(cancelled, response_);
       return;
     }
-    SetupContext(&context_, deadline, wait_for_ready, authorization);
-    start(&context_, &request_, &response_,
+    SetupContext(context_.get(), deadline, wait_for_ready, authorization);
+    start(context_.get(), &request_, &response_,
           [self = this->shared_from_this()](grpc::Status status) {
             self->done_(status, self->response_);
-            self->live_->Remove(self->live_id_);
           });
   }
 
-  void Cancel() override { context_.TryCancel(); }
+  ~UnaryCall() override {
+    context_.reset();
+    if (live_id_ != 0) live_->Remove(live_id_);
+  }
+
+  void Cancel() override { context_->TryCancel(); }
 
  private:
-  grpc::ClientContext context_;
+  std::unique_ptr<grpc::ClientContext> context_ = std::make_unique<grpc::ClientContext>();
   Request request_;
   Response response_;
   Done done_;
@@ -121,14 +125,19 @@ class HealthWatch final : public grpc::ClientReadReactor<HealthResponse>,
     live_id_ = live->Add(weak_from_this());
     if (live_id_ == 0) return;
     self_ = shared_from_this();
-    context_.set_wait_for_ready(true);
+    context_->set_wait_for_ready(true);
     request_.set_service(kReadinessService);
-    stub->async()->Watch(&context_, &request_, this);
+    stub->async()->Watch(context_.get(), &request_, this);
     StartRead(&response_);
     StartCall();
   }
 
-  void Cancel() override { context_.TryCancel(); }
+  ~HealthWatch() override {
+    context_.reset();
+    if (live_id_ != 0) live_->Remove(live_id_);
+  }
+
+  void Cancel() override { context_->TryCancel(); }
 
   void OnReadDone(bool ok) override {
     if (!ok) return;
@@ -139,14 +148,13 @@ class HealthWatch final : public grpc::ClientReadReactor<HealthResponse>,
 
   void OnDone(const grpc::Status& status) override {
     on_end_(status, got_message_);
-    live_->Remove(live_id_);
     std::shared_ptr<HealthWatch> self = std::move(self_);
   }
 
  private:
   OnStatus on_status_;
   OnEnd on_end_;
-  grpc::ClientContext context_;
+  std::unique_ptr<grpc::ClientContext> context_ = std::make_unique<grpc::ClientContext>();
   grpc::health::v1::HealthCheckRequest request_;
   HealthResponse response_;
   bool got_message_ = false;
@@ -182,14 +190,19 @@ class RegisterUpload final : public grpc::ClientBidiReactor<grpc::ByteBuffer, gr
     *request.mutable_header() = ToLayerHeader(spec_);
     grpc::Slice slice(request.SerializeAsString());
     write_buf_ = grpc::ByteBuffer(&slice, 1);
-    SetupContext(&context_, deadline, wait_for_ready, authorization);
-    stub->PrepareBidiStreamingCall(&context_, kRegisterLayerMethod, grpc::StubOptions(), this);
+    SetupContext(context_.get(), deadline, wait_for_ready, authorization);
+    stub->PrepareBidiStreamingCall(context_.get(), kRegisterLayerMethod, grpc::StubOptions(), this);
     StartRead(&read_buf_);
     StartWrite(&write_buf_);
     StartCall();
   }
 
-  void Cancel() override { context_.TryCancel(); }
+  ~RegisterUpload() override {
+    context_.reset();
+    if (live_id_ != 0) live_->Remove(live_id_);
+  }
+
+  void Cancel() override { context_->TryCancel(); }
 
   void OnWriteDone(bool ok) override {
     if (!ok) return;  // the worker answered (or the call failed): OnDone follows
@@ -206,8 +219,9 @@ class RegisterUpload final : public grpc::ClientBidiReactor<grpc::ByteBuffer, gr
     const uint64_t len = std::min<uint64_t>(chunk_bytes_, t.byte_size() - offset_);
     grpc::Slice slices[2] = {
         grpc::Slice(wire::EncodeChunkPrefix(0, static_cast<uint32_t>(tensor_), offset_, len)),
-        grpc::Slice(static_cast<uint8_t*>(const_cast<void*>(t.data())) + offset_, len,
-                    [](void* p) { delete static_cast<LayerSpec*>(p); }, new LayerSpec(spec_))};
+        grpc::Slice(
+            static_cast<uint8_t*>(const_cast<void*>(t.data())) + offset_, len,
+            [](void* p) { delete static_cast<LayerSpec*>(p); }, new LayerSpec(spec_))};
     write_buf_ = grpc::ByteBuffer(slices, 2);
     offset_ += len;
     StartWrite(&write_buf_);
@@ -218,9 +232,9 @@ class RegisterUpload final : public grpc::ClientBidiReactor<grpc::ByteBuffer, gr
   void OnDone(const grpc::Status& status) override {
     absl::StatusOr<RegisteredLayer> result;
     if (!status.ok()) {
-      result = PrefixStatus(wire::FromGrpcStatus(status),
-                            absl::StrCat("worker ", target_, ": registering layer ", spec_.id(),
-                                         ": "));
+      result =
+          PrefixStatus(wire::FromGrpcStatus(status),
+                       absl::StrCat("worker ", target_, ": registering layer ", spec_.id(), ": "));
     } else {
       atp::v1::RegisterLayerResponse response;
       std::vector<grpc::Slice> slices;
@@ -231,8 +245,8 @@ class RegisterUpload final : public grpc::ClientBidiReactor<grpc::ByteBuffer, gr
         }
       }
       if (!got_response_ || !response.ParseFromString(flat)) {
-        result = absl::InternalError(absl::StrCat(
-            "worker ", target_, " answered RegisterLayer without a valid response"));
+        result = absl::InternalError(
+            absl::StrCat("worker ", target_, " answered RegisterLayer without a valid response"));
       } else {
         RegisteredLayer layer;
         layer.layer_id = response.layer().layer_id();
@@ -243,7 +257,6 @@ class RegisterUpload final : public grpc::ClientBidiReactor<grpc::ByteBuffer, gr
       }
     }
     done_(std::move(result));
-    live_->Remove(live_id_);
     std::shared_ptr<RegisterUpload> self = std::move(self_);
   }
 
@@ -255,7 +268,7 @@ class RegisterUpload final : public grpc::ClientBidiReactor<grpc::ByteBuffer, gr
   std::vector<const Tensor*> order_;  // LayerHeader.tensors order (by name)
   size_t tensor_ = 0;
   uint64_t offset_ = 0;
-  grpc::ClientContext context_;
+  std::unique_ptr<grpc::ClientContext> context_ = std::make_unique<grpc::ClientContext>();
   grpc::ByteBuffer write_buf_;
   grpc::ByteBuffer read_buf_;
   bool got_response_ = false;
@@ -280,16 +293,17 @@ class ClientCoreImpl final : public ClientCore,
         timer_(std::move(timer)),
         listener_(std::move(listener)) {}
 
+  ~ClientCoreImpl() override { Shutdown(); }
+
   void StartWatch() {
     if (!options_.watch_health) return;
-    std::weak_ptr<ClientCoreImpl> weak = weak_from_this();
-    auto watch = std::make_shared<HealthWatch>(
-        [weak](Readiness r) {
-          if (auto self = weak.lock()) self->OnWatchStatus(r);
-        },
-        [weak](const grpc::Status& status, bool got_message) {
-          if (auto self = weak.lock()) self->OnWatchEnded(status, got_message);
-        });
+    // Calls hold the core by raw pointer: it outlives them (Shutdown waits until every call is
+    // destroyed), and no call may drop the last reference to it on a gRPC thread.
+    auto watch =
+        std::make_shared<HealthWatch>([this](Readiness r) { OnWatchStatus(r); },
+                                      [this](const grpc::Status& status, bool got_message) {
+                                        OnWatchEnded(status, got_message);
+                                      });
     {
       absl::MutexLock lock(&mu_);
       if (shutdown_) return;
@@ -330,7 +344,7 @@ class ClientCoreImpl final : public ClientCore,
       deadline = std::max(deadline, call->deadline);
     }
     const bool wait = calls.front()->wait_for_ready;
-    auto self = shared_from_this();
+    ClientCoreImpl* self = this;
     Prepare(std::move(layer_ids), deadline, wait,
             [self, calls = std::move(calls)](absl::Status s, bool in_band) mutable {
               if (!s.ok()) {
@@ -382,15 +396,28 @@ class ClientCoreImpl final : public ClientCore,
       state.spec = spec;
       state.confirmed = false;
     }
-    auto self = shared_from_this();
+    ClientCoreImpl* self = this;
+    // On success the worker holds this content: later calls need not register it first.
+    auto confirm = [self, id = spec.id(), digest = spec.digest(),
+                    done = std::move(done)](absl::StatusOr<RegisteredLayer> r) mutable {
+      if (r.ok()) {
+        absl::MutexLock lock(&self->mu_);
+        auto it = self->layers_.find(id);
+        if (it != self->layers_.end() && it->second.spec.has_value() &&
+            it->second.spec->digest() == digest) {
+          it->second.confirmed = true;
+        }
+      }
+      done(std::move(r));
+    };
     WithLimits(deadline, wait_for_ready,
-               [self, spec, deadline, wait_for_ready, done = std::move(done)](
+               [self, spec, deadline, wait_for_ready, confirm = std::move(confirm)](
                    absl::Status s, bool /*in_band*/) mutable {
                  if (!s.ok()) {
-                   done(s);
+                   confirm(s);
                    return;
                  }
-                 self->Upload(spec, deadline, wait_for_ready, std::move(done));
+                 self->Upload(spec, deadline, wait_for_ready, std::move(confirm));
                });
   }
 
@@ -399,11 +426,12 @@ class ClientCoreImpl final : public ClientCore,
     ForgetLayer(layer_id);
     atp::v1::RemoveLayerRequest request;
     request.set_layer_id(layer_id);
-    auto call = std::make_shared<UnaryCall<atp::v1::RemoveLayerRequest, atp::v1::RemoveLayerResponse>>(
-        std::move(request), [target = target_, done = std::move(done)](
-                                const grpc::Status& s, atp::v1::RemoveLayerResponse&) mutable {
-          done(PrefixStatus(wire::FromGrpcStatus(s), absl::StrCat("worker ", target, ": ")));
-        });
+    auto call =
+        std::make_shared<UnaryCall<atp::v1::RemoveLayerRequest, atp::v1::RemoveLayerResponse>>(
+            std::move(request), [target = target_, done = std::move(done)](
+                                    const grpc::Status& s, atp::v1::RemoveLayerResponse&) mutable {
+              done(PrefixStatus(wire::FromGrpcStatus(s), absl::StrCat("worker ", target, ": ")));
+            });
     call->Start(&live_, deadline, options_.wait_for_ready, authorization_,
                 [this](auto* ctx, auto* req, auto* resp, auto on_done) {
                   stub_->async()->RemoveLayer(ctx, req, resp, std::move(on_done));
@@ -413,20 +441,21 @@ class ClientCoreImpl final : public ClientCore,
   void ListLayersAsync(
       absl::Time deadline,
       absl::AnyInvocable<void(absl::StatusOr<std::vector<RegisteredLayer>>)> done) override {
-    auto call = std::make_shared<UnaryCall<atp::v1::ListLayersRequest, atp::v1::ListLayersResponse>>(
-        atp::v1::ListLayersRequest(),
-        [target = target_, done = std::move(done)](const grpc::Status& s,
-                                                   atp::v1::ListLayersResponse& r) mutable {
-          if (!s.ok()) {
-            done(PrefixStatus(wire::FromGrpcStatus(s), absl::StrCat("worker ", target, ": ")));
-            return;
-          }
-          std::vector<RegisteredLayer> layers;
-          for (const auto& l : r.layers()) {
-            layers.push_back({l.layer_id(), l.digest(), l.resident_bytes(), true});
-          }
-          done(std::move(layers));
-        });
+    auto call =
+        std::make_shared<UnaryCall<atp::v1::ListLayersRequest, atp::v1::ListLayersResponse>>(
+            atp::v1::ListLayersRequest(),
+            [target = target_, done = std::move(done)](const grpc::Status& s,
+                                                       atp::v1::ListLayersResponse& r) mutable {
+              if (!s.ok()) {
+                done(PrefixStatus(wire::FromGrpcStatus(s), absl::StrCat("worker ", target, ": ")));
+                return;
+              }
+              std::vector<RegisteredLayer> layers;
+              for (const auto& l : r.layers()) {
+                layers.push_back({l.layer_id(), l.digest(), l.resident_bytes(), true});
+              }
+              done(std::move(layers));
+            });
     call->Start(&live_, deadline, options_.wait_for_ready, authorization_,
                 [this](auto* ctx, auto* req, auto* resp, auto on_done) {
                   stub_->async()->ListLayers(ctx, req, resp, std::move(on_done));
@@ -474,16 +503,15 @@ class ClientCoreImpl final : public ClientCore,
                         absl::AnyInvocable<void(absl::StatusOr<Readiness>)> done) override {
     grpc::health::v1::HealthCheckRequest request;
     request.set_service(service);
-    auto call =
-        std::make_shared<UnaryCall<grpc::health::v1::HealthCheckRequest, HealthResponse>>(
-            std::move(request), [target = target_, done = std::move(done)](
-                                    const grpc::Status& s, HealthResponse& r) mutable {
-              if (!s.ok()) {
-                done(PrefixStatus(wire::FromGrpcStatus(s), absl::StrCat("worker ", target, ": ")));
-                return;
-              }
-              done(ToReadiness(r.status()));
-            });
+    auto call = std::make_shared<UnaryCall<grpc::health::v1::HealthCheckRequest, HealthResponse>>(
+        std::move(request), [target = target_, done = std::move(done)](const grpc::Status& s,
+                                                                       HealthResponse& r) mutable {
+          if (!s.ok()) {
+            done(PrefixStatus(wire::FromGrpcStatus(s), absl::StrCat("worker ", target, ": ")));
+            return;
+          }
+          done(ToReadiness(r.status()));
+        });
     call->Start(&live_, deadline, wait_for_ready, authorization_,
                 [this](auto* ctx, auto* req, auto* resp, auto on_done) {
                   health_stub_->async()->Check(ctx, req, resp, std::move(on_done));
@@ -573,7 +601,7 @@ class ClientCoreImpl final : public ClientCore,
       return;
     }
     if (action == Action::kWait) return;
-    auto self = shared_from_this();
+    ClientCoreImpl* self = this;
     GetServerInfoAsync(deadline, wait_for_ready, [self](absl::StatusOr<ServerInfo> info) {
       std::vector<Continue> waiters;
       {
@@ -590,7 +618,7 @@ class ClientCoreImpl final : public ClientCore,
   // has not confirmed on the worker; then `next`.
   void Prepare(std::set<std::string> layer_ids, absl::Time deadline, bool wait_for_ready,
                Continue next) {
-    auto self = shared_from_this();
+    ClientCoreImpl* self = this;
     WithLimits(deadline, wait_for_ready,
                [self, layer_ids = std::move(layer_ids), deadline, wait_for_ready,
                 next = std::move(next)](absl::Status s, bool in_band) mutable {
@@ -650,30 +678,30 @@ class ClientCoreImpl final : public ClientCore,
         }
       }
     }
-    auto self = shared_from_this();
+    ClientCoreImpl* self = this;
     for (LayerSpec& spec : to_upload) {
       const std::string id = spec.id();
       const std::string digest = spec.digest();
-      Upload(std::move(spec), deadline, wait_for_ready,
-             [self, id, digest](absl::StatusOr<RegisteredLayer> r) {
-               std::vector<absl::AnyInvocable<void(absl::Status, bool)>> waiters;
-               {
-                 absl::MutexLock lock(&self->mu_);
-                 auto it = self->layers_.find(id);
-                 if (it != self->layers_.end()) {
-                   it->second.registering = false;
-                   if (r.ok() && it->second.spec.has_value() &&
-                       it->second.spec->digest() == digest) {
-                     it->second.confirmed = true;
-                   }
-                   waiters.swap(it->second.waiters);
-                 }
-               }
-               // A registration refused by the worker is in-band (INVALID_ARGUMENT, ...); a
-               // transport failure is not.
-               const bool band = r.ok() || !IsTransportCode(r.status().code());
-               for (auto& w : waiters) w(r.status(), band);
-             });
+      Upload(
+          std::move(spec), deadline, wait_for_ready,
+          [self, id, digest](absl::StatusOr<RegisteredLayer> r) {
+            std::vector<absl::AnyInvocable<void(absl::Status, bool)>> waiters;
+            {
+              absl::MutexLock lock(&self->mu_);
+              auto it = self->layers_.find(id);
+              if (it != self->layers_.end()) {
+                it->second.registering = false;
+                if (r.ok() && it->second.spec.has_value() && it->second.spec->digest() == digest) {
+                  it->second.confirmed = true;
+                }
+                waiters.swap(it->second.waiters);
+              }
+            }
+            // A registration refused by the worker is in-band (INVALID_ARGUMENT, ...); a
+            // transport failure is not.
+            const bool band = r.ok() || !IsTransportCode(r.status().code());
+            for (auto& w : waiters) w(r.status(), band);
+          });
     }
     join->Arrive(absl::OkStatus(), true);
   }
@@ -693,8 +721,8 @@ class ClientCoreImpl final : public ClientCore,
         chunk = std::min(chunk, limits_->chunk_bytes);
       }
     }
-    auto upload = std::make_shared<RegisterUpload>(std::move(spec), target_, chunk,
-                                                   std::move(done));
+    auto upload =
+        std::make_shared<RegisterUpload>(std::move(spec), target_, chunk, std::move(done));
     upload->Start(generic_.get(), &live_, deadline, wait_for_ready, authorization_);
   }
 
@@ -721,7 +749,7 @@ class ClientCoreImpl final : public ClientCore,
         if (config.max_result_bytes == 0) config.max_result_bytes = limits_->max_tensor_bytes;
       }
     }
-    auto self = shared_from_this();
+    ClientCoreImpl* self = this;
     StartComputeStream(generic_.get(), &live_, timer_, config, std::move(calls),
                        [self](std::unique_ptr<OpCall> call, OpOutcome outcome) {
                          self->OnComputeDone(std::move(call), std::move(outcome));

@@ -64,8 +64,9 @@ class ClientCore {
   virtual bool LayerConfirmed(const std::string& layer_id) const = 0;
 
   // Remembers and registers `spec` now.
-  virtual void RegisterLayerAsync(const LayerSpec& spec, absl::Time deadline, bool wait_for_ready,
-                                  absl::AnyInvocable<void(absl::StatusOr<RegisteredLayer>)> done) = 0;
+  virtual void RegisterLayerAsync(
+      const LayerSpec& spec, absl::Time deadline, bool wait_for_ready,
+      absl::AnyInvocable<void(absl::StatusOr<RegisteredLayer>)> done) = 0;
   virtual void RemoveLayerAsync(const std::string& layer_id, absl::Time deadline,
                                 absl::AnyInvocable<void(absl::Status)> done) = 0;
   virtual void ListLayersAsync(
@@ -73,8 +74,8 @@ class ClientCore {
       absl::AnyInvocable<void(absl::StatusOr<std::vector<RegisteredLayer>>)> done) = 0;
   virtual void GetServerInfoAsync(absl::Time deadline, bool wait_for_ready,
                                   absl::AnyInvocable<void(absl::StatusOr<ServerInfo>)> done) = 0;
-  virtual void GetStatisticsAsync(absl::Time deadline,
-                                  absl::AnyInvocable<void(absl::StatusOr<WorkerStatistics>)> done) = 0;
+  virtual void GetStatisticsAsync(
+      absl::Time deadline, absl::AnyInvocable<void(absl::StatusOr<WorkerStatistics>)> done) = 0;
   // One grpc.health.v1 Check of `service` ("" liveness, "atp.v1.Worker" readiness).
   virtual void CheckHealthAsync(const std::string& service, absl::Time deadline,
                                 bool wait_for_ready,

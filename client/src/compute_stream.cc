@@ -57,19 +57,24 @@ class ComputeStream final : public grpc::ClientBidiReactor<grpc::ByteBuffer, grp
       return;
     }
     if (config_.deadline != absl::InfiniteFuture()) {
-      context_.set_deadline(absl::ToChronoTime(config_.deadline));
+      context_->set_deadline(absl::ToChronoTime(config_.deadline));
     }
-    context_.set_wait_for_ready(config_.wait_for_ready);
+    context_->set_wait_for_ready(config_.wait_for_ready);
     if (!config_.authorization.empty()) {
-      context_.AddMetadata("authorization", config_.authorization);
+      context_->AddMetadata("authorization", config_.authorization);
     }
-    stub->PrepareBidiStreamingCall(&context_, kComputeMethod, grpc::StubOptions(), this);
+    stub->PrepareBidiStreamingCall(context_.get(), kComputeMethod, grpc::StubOptions(), this);
     StartRead(&read_buf_);
     PumpWrites();
     StartCall();
   }
 
-  void Cancel() override { context_.TryCancel(); }
+  ~ComputeStream() override {
+    context_.reset();
+    if (live_id_ != 0) live_->Remove(live_id_);
+  }
+
+  void Cancel() override { context_->TryCancel(); }
 
   void OnWriteDone(bool ok) override {
     {
@@ -96,16 +101,15 @@ class ComputeStream final : public grpc::ClientBidiReactor<grpc::ByteBuffer, grp
         cancel = true;
         for (auto& item : items_) {
           AnswerLocked(*item,
-                       absl::InternalError(absl::StrCat("worker ", config_.target,
-                                                        " sent an invalid response: ",
-                                                        s.message())),
+                       absl::InternalError(absl::StrCat(
+                           "worker ", config_.target, " sent an invalid response: ", s.message())),
                        /*in_band=*/false, &done);
         }
       }
     }
     for (Item* item : done) DropItemRef(item, /*from_release=*/false);
     if (cancel) {
-      context_.TryCancel();
+      context_->TryCancel();
       return;
     }
     StartRead(&read_buf_);
@@ -119,8 +123,8 @@ class ComputeStream final : public grpc::ClientBidiReactor<grpc::ByteBuffer, grp
       broken_ = true;
       absl::Status end;
       if (status.ok()) {
-        end = absl::InternalError(absl::StrCat("worker ", config_.target,
-                                               " ended the stream without answering"));
+        end = absl::InternalError(
+            absl::StrCat("worker ", config_.target, " ended the stream without answering"));
       } else {
         end = absl::Status(wire::FromGrpcStatus(status).code(),
                            absl::StrCat("worker ", config_.target, ": ", status.error_message()));
@@ -128,7 +132,6 @@ class ComputeStream final : public grpc::ClientBidiReactor<grpc::ByteBuffer, grp
       for (auto& item : items_) AnswerLocked(*item, end, /*in_band=*/false, &done);
     }
     for (Item* item : done) DropItemRef(item, /*from_release=*/false);
-    live_->Remove(live_id_);
     DropStreamRef(/*from_release=*/false);  // last: may destroy this
   }
 
@@ -206,8 +209,8 @@ class ComputeStream final : public grpc::ClientBidiReactor<grpc::ByteBuffer, grp
       const TensorView& view = item.call->inputs[send_tensor_];
       const uint64_t size = view.byte_size();
       const uint64_t len = std::min<uint64_t>(config_.chunk_bytes, size - send_offset_);
-      const std::string prefix = wire::EncodeChunkPrefix(
-          item.id, static_cast<uint32_t>(send_tensor_), send_offset_, len);
+      const std::string prefix =
+          wire::EncodeChunkPrefix(item.id, static_cast<uint32_t>(send_tensor_), send_offset_, len);
       item.refs.fetch_add(1);
       stream_refs_.fetch_add(1);
       grpc::Slice slices[2] = {
@@ -295,8 +298,8 @@ class ComputeStream final : public grpc::ClientBidiReactor<grpc::ByteBuffer, grp
       return absl::InternalError(absl::StrCat("a chunk for request ", msg.chunk.request_id,
                                               " while request ", item.id, " was expected"));
     }
-    if (absl::Status s = item.assembler->Add(msg.chunk.tensor_index, msg.chunk.offset,
-                                             msg.chunk.data);
+    if (absl::Status s =
+            item.assembler->Add(msg.chunk.tensor_index, msg.chunk.offset, msg.chunk.data);
         !s.ok()) {
       return s;
     }
@@ -374,7 +377,9 @@ class ComputeStream final : public grpc::ClientBidiReactor<grpc::ByteBuffer, grp
   const std::function<void(std::unique_ptr<OpCall>, OpOutcome)> on_item_;
   std::vector<std::unique_ptr<Item>> items_;
 
-  grpc::ClientContext context_;
+  // Reset before the stream leaves `live`: the context holds the channel, whose last reference
+  // must not go on a gRPC thread (the core releases it once every call has gone).
+  std::unique_ptr<grpc::ClientContext> context_ = std::make_unique<grpc::ClientContext>();
   LiveCalls* live_ = nullptr;
   uint64_t live_id_ = 0;
   // Keeps this alive until OnDone has run and gRPC has released every input slice.
@@ -397,8 +402,8 @@ class ComputeStream final : public grpc::ClientBidiReactor<grpc::ByteBuffer, grp
 
 }  // namespace
 
-void StartComputeStream(grpc::GenericStub* stub, LiveCalls* live,
-                        std::shared_ptr<TimerQueue> timer, const ComputeStreamConfig& config,
+void StartComputeStream(grpc::GenericStub* stub, LiveCalls* live, std::shared_ptr<TimerQueue> timer,
+                        const ComputeStreamConfig& config,
                         std::vector<std::unique_ptr<OpCall>> calls,
                         std::function<void(std::unique_ptr<OpCall>, OpOutcome)> on_item) {
   auto stream = std::make_shared<ComputeStream>(std::move(timer), config, std::move(calls),

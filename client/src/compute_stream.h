@@ -43,8 +43,8 @@ struct ComputeStreamConfig {
 // Starts a stream that runs `calls` in order. `on_item` runs exactly once per call, with the
 // call and its outcome, on a gRPC or timer thread. When `live` is closed the calls fail at once
 // with CANCELLED.
-void StartComputeStream(grpc::GenericStub* stub, LiveCalls* live,
-                        std::shared_ptr<TimerQueue> timer, const ComputeStreamConfig& config,
+void StartComputeStream(grpc::GenericStub* stub, LiveCalls* live, std::shared_ptr<TimerQueue> timer,
+                        const ComputeStreamConfig& config,
                         std::vector<std::unique_ptr<OpCall>> calls,
                         std::function<void(std::unique_ptr<OpCall>, OpOutcome)> on_item);
 

@@ -81,7 +81,7 @@ absl::Status ValidateAttention(const LayerSpec::Data& d) {
   const int64_t q_rows = c.num_heads * c.head_dim;
   const int64_t kv_rows = c.num_kv_heads * c.head_dim;
   const std::map<std::string, Shape> want = {
-      {"q_proj.weight", {q_rows, c.d_model}}, {"q_proj.bias", {q_rows}},
+      {"q_proj.weight", {q_rows, c.d_model}},  {"q_proj.bias", {q_rows}},
       {"k_proj.weight", {kv_rows, c.d_model}}, {"k_proj.bias", {kv_rows}},
       {"v_proj.weight", {kv_rows, c.d_model}}, {"v_proj.bias", {kv_rows}},
       {"o_proj.weight", {c.d_model, q_rows}},  {"o_proj.bias", {c.d_model}},
@@ -89,9 +89,9 @@ absl::Status ValidateAttention(const LayerSpec::Data& d) {
   for (const auto& [name, tensor] : d.weights) {
     auto it = want.find(name);
     if (it == want.end()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "layer ", d.id, ": unknown tensor \"", name,
-          "\" in an attention layer, want {q,k,v,o}_proj.weight and optional .bias"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("layer ", d.id, ": unknown tensor \"", name,
+                       "\" in an attention layer, want {q,k,v,o}_proj.weight and optional .bias"));
     }
     if (auto s = CheckShape(d.id, name, tensor, it->second); !s.ok()) return s;
   }
@@ -118,8 +118,8 @@ absl::Status ValidateLinear(const LayerSpec::Data& d) {
   for (const auto& [name, tensor] : d.weights) {
     if (name == "weight") continue;
     if (name != "bias") {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "layer ", d.id, ": unknown tensor \"", name, "\" in a linear layer, want weight, bias"));
+      return absl::InvalidArgumentError(absl::StrCat("layer ", d.id, ": unknown tensor \"", name,
+                                                     "\" in a linear layer, want weight, bias"));
     }
     if (auto s = CheckShape(d.id, name, tensor, {w->second.dim(0)}); !s.ok()) return s;
   }
@@ -364,8 +364,7 @@ const std::map<std::string, Tensor>& LayerSpec::weights() const { return data_->
 uint64_t LayerSpec::weight_bytes() const { return data_->weight_bytes; }
 const std::string& LayerSpec::digest() const { return data_->digest; }
 
-absl::StatusOr<std::pair<int64_t, int64_t>> LayerSpec::LinearShape(
-    absl::string_view weight) const {
+absl::StatusOr<std::pair<int64_t, int64_t>> LayerSpec::LinearShape(absl::string_view weight) const {
   const std::string name = weight.empty() ? "weight" : absl::StrCat(weight, ".weight");
   auto it = data_->weights.find(name);
   if (it == data_->weights.end()) {

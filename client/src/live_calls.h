@@ -1,6 +1,9 @@
-// The calls a ClientCore has in flight, so that Shutdown can cancel them all and wait until every
-// one has ended. Calls are held weakly: a call keeps itself alive until gRPC is done with it.
-// Thread-safe.
+// The call objects of a ClientCore, so that Shutdown can cancel them all and wait until every one
+// has been destroyed. A call registers when it starts and removes itself in its destructor, after
+// releasing its grpc::ClientContext: the context holds the channel, and gRPC 1.51 must not see the
+// last reference to a channel go on one of its callback threads (its shared callback completion
+// queue would shut down from its own thread; grpc/grpc#32584). Calls are held weakly: a call keeps
+// itself alive until gRPC is done with it. Thread-safe.
 #ifndef ATP_CLIENT_SRC_LIVE_CALLS_H_
 #define ATP_CLIENT_SRC_LIVE_CALLS_H_
 
@@ -38,8 +41,8 @@ class LiveCalls {
     calls_.erase(id);
   }
 
-  // Refuses new calls, cancels the live ones (outside the lock: completions may run inline and
-  // Remove themselves) and waits up to `timeout` until all have ended. True when all have.
+  // Refuses new calls, cancels the live ones (outside the lock: completions may run inline) and
+  // waits up to `timeout` until all have been destroyed. True when all have.
   bool CloseAndWait(absl::Duration timeout) {
     std::vector<std::shared_ptr<CancellableCall>> live;
     {

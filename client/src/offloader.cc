@@ -81,10 +81,9 @@ absl::StatusOr<std::unique_ptr<OpCall>> Build(const LowRankLinearRequest& r, abs
     if (auto s = CheckInput(f.u, "u"); !s.ok()) return s;
     if (auto s = CheckInput(f.c, "c"); !s.ok()) return s;
     if (f.u.dim(1) != f.c.dim(0)) {
-      return absl::InvalidArgumentError(absl::StrCat("factored input has u ",
-                                                     ShapeString(f.u.shape), " and c ",
-                                                     ShapeString(f.c.shape),
-                                                     ", want u [L, r] and c [r, d]"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("factored input has u ", ShapeString(f.u.shape), " and c ",
+                       ShapeString(f.c.shape), ", want u [L, r] and c [r, d]"));
     }
     atp::v1::FactoredTensor* ft = call->header.mutable_input()->mutable_factored();
     *ft->mutable_u() = internal::ToTensorHeader("u", f.u);
@@ -214,7 +213,8 @@ class OffloaderOps {
                                                    bool wait_default) {
     std::vector<absl::StatusOr<Result>> results;
     results.reserve(requests.size());
-    for (size_t i = 0; i < requests.size(); ++i) results.emplace_back(absl::UnknownError("not run"));
+    for (size_t i = 0; i < requests.size(); ++i)
+      results.emplace_back(absl::UnknownError("not run"));
     absl::Mutex mu;
     size_t pending = requests.size();
     const absl::Time deadline = self->DeadlineOf(options);

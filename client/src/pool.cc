@@ -112,8 +112,8 @@ struct Pool::Impl : std::enable_shared_from_this<Pool::Impl> {
     w->address = address;
     w->grpc_target = grpc_target;
     w->source = std::move(source);
-    absl::StatusOr<std::shared_ptr<ClientCore>> core = ClientCore::Create(
-        std::move(grpc_target), copt, timer, [weak, address](Readiness r) {
+    absl::StatusOr<std::shared_ptr<ClientCore>> core =
+        ClientCore::Create(std::move(grpc_target), copt, timer, [weak, address](Readiness r) {
           if (auto self = weak.lock()) self->OnReadiness(address, r);
         });
     if (!core.ok()) return core.status();
@@ -124,8 +124,7 @@ struct Pool::Impl : std::enable_shared_from_this<Pool::Impl> {
   void AddWorkerLocked(std::shared_ptr<Worker> w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
     w->readiness = w->core->readiness();  // a report may have come before it was in the map
     for (auto& [id, layer] : layers) {
-      if (layer.everywhere ||
-          static_cast<int>(PlacedLiveLocked(layer).size()) < layer.replicas) {
+      if (layer.everywhere || static_cast<int>(PlacedLiveLocked(layer).size()) < layer.replicas) {
         layer.placed.insert(w->address);
         w->core->RememberLayer(layer.spec);
       }
@@ -321,8 +320,7 @@ struct Pool::Impl : std::enable_shared_from_this<Pool::Impl> {
       } else {
         if (w != nullptr) ++w->failed;
         const bool replay = !shutdown && internal::IsRetryable(outcome) &&
-                            call->attempts < options.max_attempts &&
-                            absl::Now() < call->deadline;
+                            call->attempts < options.max_attempts && absl::Now() < call->deadline;
         if (!replay) {
           work.finishes.push_back({std::move(call), std::move(outcome)});
         } else {
@@ -393,10 +391,9 @@ struct Pool::Impl : std::enable_shared_from_this<Pool::Impl> {
       if (shutdown) {
         refused = absl::CancelledError("the pool is shut down");
       } else if (existing != layers.end() && existing->second.spec.digest() != spec.digest()) {
-        refused = absl::AlreadyExistsError(
-            absl::StrCat("layer ", spec.id(), " is registered in this pool with other content (",
-                         "digest ", existing->second.spec.digest(), ", this one ", spec.digest(),
-                         "); remove it first"));
+        refused = absl::AlreadyExistsError(absl::StrCat(
+            "layer ", spec.id(), " is registered in this pool with other content (", "digest ",
+            existing->second.spec.digest(), ", this one ", spec.digest(), "); remove it first"));
       } else {
         LayerEntry& e = layers.emplace(spec.id(), LayerEntry{spec}).first->second;
         e.spec = spec;
@@ -420,11 +417,10 @@ struct Pool::Impl : std::enable_shared_from_this<Pool::Impl> {
           for (const auto& [a, w] : workers) {
             if (!w->retired && !placed.contains(a)) candidates.push_back(w);
           }
-          std::stable_sort(candidates.begin(), candidates.end(),
-                           [&](const auto& x, const auto& y) {
-                             if (Usable(*x) != Usable(*y)) return Usable(*x);
-                             return burden[x->address] < burden[y->address];
-                           });
+          std::stable_sort(candidates.begin(), candidates.end(), [&](const auto& x, const auto& y) {
+            if (Usable(*x) != Usable(*y)) return Usable(*x);
+            return burden[x->address] < burden[y->address];
+          });
           for (const auto& w : candidates) {
             if (static_cast<int>(placed.size()) >= e.replicas) break;
             placed.insert(w->address);
@@ -441,9 +437,9 @@ struct Pool::Impl : std::enable_shared_from_this<Pool::Impl> {
           wait = true;
         }
         if (targets.empty()) {
-          refused = absl::UnavailableError(absl::StrCat(
-              "no worker to register layer ", spec.id(),
-              " on yet; it is kept and registered when workers appear"));
+          refused = absl::UnavailableError(
+              absl::StrCat("no worker to register layer ", spec.id(),
+                           " on yet; it is kept and registered when workers appear"));
         }
       }
     }
@@ -475,9 +471,8 @@ struct Pool::Impl : std::enable_shared_from_this<Pool::Impl> {
           --join->pending;
           if (r.ok()) {
             join->any_ok = true;
-          } else if (join->error.ok() ||
-                     (join->error.code() == absl::StatusCode::kUnavailable &&
-                      r.status().code() != absl::StatusCode::kUnavailable)) {
+          } else if (join->error.ok() || (join->error.code() == absl::StatusCode::kUnavailable &&
+                                          r.status().code() != absl::StatusCode::kUnavailable)) {
             join->error = r.status();  // keep the most telling error
           }
           if (join->done) return;
@@ -580,7 +575,8 @@ struct Pool::Impl : std::enable_shared_from_this<Pool::Impl> {
     }
     std::vector<std::shared_ptr<Worker>> made;
     for (const auto& a : fresh) {
-      absl::StatusOr<std::shared_ptr<Worker>> w = MakeWorker(a.display, a.grpc_target, source, host);
+      absl::StatusOr<std::shared_ptr<Worker>> w =
+          MakeWorker(a.display, a.grpc_target, source, host);
       if (w.ok()) made.push_back(*std::move(w));
     }
     Work work;
@@ -662,9 +658,8 @@ absl::Status Pool::WaitUntilReady(int min_workers, absl::Time deadline) {
     return n >= min_workers;
   };
   if (impl.mu.AwaitWithDeadline(absl::Condition(&ready), deadline)) return absl::OkStatus();
-  return absl::DeadlineExceededError(absl::StrCat("fewer than ", min_workers,
-                                                  " workers are ready (",
-                                                  impl.DescribeWorkersLocked(), ")"));
+  return absl::DeadlineExceededError(absl::StrCat(
+      "fewer than ", min_workers, " workers are ready (", impl.DescribeWorkersLocked(), ")"));
 }
 
 std::vector<Pool::WorkerState> Pool::Workers() const {
@@ -736,7 +731,8 @@ absl::Status Pool::RemoveLayer(absl::string_view layer_id, const CallOptions& op
     absl::MutexLock lock(&impl_->mu);
     auto it = impl_->layers.find(std::string(layer_id));
     if (it == impl_->layers.end()) {
-      return absl::NotFoundError(absl::StrCat("layer ", layer_id, " is not registered in the pool"));
+      return absl::NotFoundError(
+          absl::StrCat("layer ", layer_id, " is not registered in the pool"));
     }
     for (const auto& [a, w] : impl_->workers) {
       forget.push_back(w->core);
@@ -759,7 +755,8 @@ absl::Status Pool::RemoveLayer(absl::string_view layer_id, const CallOptions& op
     });
   }
   absl::MutexLock lock(&mu);
-  mu.Await(absl::Condition(+[](int* n) { return *n == 0; }, &left));
+  mu.Await(absl::Condition(
+      +[](int* n) { return *n == 0; }, &left));
   return first;
 }
 

@@ -8,8 +8,8 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
-#include "absl/strings/strip.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 
 namespace atp::client::internal {
 
@@ -65,8 +65,8 @@ absl::StatusOr<std::vector<ResolvedAddress>> Resolve(const DnsTarget& target) {
     if (ai->ai_family == AF_INET) {
       const auto* sa = reinterpret_cast<const sockaddr_in*>(ai->ai_addr);
       inet_ntop(AF_INET, &sa->sin_addr, ip, sizeof ip);
-      out.push_back({absl::StrCat("ipv4:", ip, ":", target.port),
-                     absl::StrCat(ip, ":", target.port)});
+      out.push_back(
+          {absl::StrCat("ipv4:", ip, ":", target.port), absl::StrCat(ip, ":", target.port)});
     } else if (ai->ai_family == AF_INET6) {
       const auto* sa = reinterpret_cast<const sockaddr_in6*>(ai->ai_addr);
       inet_ntop(AF_INET6, &sa->sin6_addr, ip, sizeof ip);

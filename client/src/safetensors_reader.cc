@@ -95,9 +95,9 @@ class JsonParser {
 
   bool ParseNumber(Json* out) {
     const size_t start = pos_;
-    while (pos_ < s_.size() && (std::isdigit(static_cast<unsigned char>(s_[pos_])) ||
-                                s_[pos_] == '-' || s_[pos_] == '+' || s_[pos_] == '.' ||
-                                s_[pos_] == 'e' || s_[pos_] == 'E')) {
+    while (pos_ < s_.size() &&
+           (std::isdigit(static_cast<unsigned char>(s_[pos_])) || s_[pos_] == '-' ||
+            s_[pos_] == '+' || s_[pos_] == '.' || s_[pos_] == 'e' || s_[pos_] == 'E')) {
       ++pos_;
     }
     if (start == pos_) return Fail("expected a value");
@@ -251,7 +251,8 @@ class JsonParser {
 
 bool AsUint(const Json& j, uint64_t* out) {
   const double* d = j.num();
-  if (d == nullptr || *d < 0 || *d > 9.0e15 || *d != static_cast<double>(static_cast<uint64_t>(*d))) {
+  if (d == nullptr || *d < 0 || *d > 9.0e15 ||
+      *d != static_cast<double>(static_cast<uint64_t>(*d))) {
     return false;
   }
   *out = static_cast<uint64_t>(*d);
@@ -279,8 +280,8 @@ absl::StatusOr<SafetensorsContents> ReadSafetensorsFile(const std::string& path)
   uint64_t header_len = 0;
   for (int i = 7; i >= 0; --i) header_len = header_len << 8 | len_bytes[i];
   if (header_len > file_size - 8 || header_len > (uint64_t{100} << 20)) {
-    return bad(absl::StrCat("header length ", header_len, " exceeds the file (", file_size,
-                            " bytes)"));
+    return bad(
+        absl::StrCat("header length ", header_len, " exceeds the file (", file_size, " bytes)"));
   }
   std::string header(header_len, '\0');
   in.read(header.data(), static_cast<std::streamsize>(header_len));
@@ -326,8 +327,8 @@ absl::StatusOr<SafetensorsContents> ReadSafetensorsFile(const std::string& path)
     } else if (*dtype_j->str() == "BF16") {
       dtype = DType::kBF16;
     } else {
-      return bad(absl::StrCat("tensor ", name, " has dtype ", *dtype_j->str(),
-                              ", want F32, F16 or BF16"));
+      return bad(
+          absl::StrCat("tensor ", name, " has dtype ", *dtype_j->str(), ", want F32, F16 or BF16"));
     }
     Shape shape;
     for (const Json& d : *shape_j->arr()) {
@@ -346,14 +347,13 @@ absl::StatusOr<SafetensorsContents> ReadSafetensorsFile(const std::string& path)
     uint64_t want = DTypeSize(dtype);
     for (int64_t d : shape) {
       if (want > (uint64_t{1} << 50) / static_cast<uint64_t>(d)) {
-        return bad(absl::StrCat("tensor ", name, " has shape ", ShapeString(shape),
-                                ", too large"));
+        return bad(absl::StrCat("tensor ", name, " has shape ", ShapeString(shape), ", too large"));
       }
       want *= static_cast<uint64_t>(d);
     }
     if (end - begin != want) {
-      return bad(absl::StrCat("tensor ", name, " has ", end - begin, " bytes, want ", want,
-                              " for ", DTypeName(dtype), " ", ShapeString(shape)));
+      return bad(absl::StrCat("tensor ", name, " has ", end - begin, " bytes, want ", want, " for ",
+                              DTypeName(dtype), " ", ShapeString(shape)));
     }
     Tensor t(dtype, shape);
     in.seekg(static_cast<std::streamoff>(data_start + begin));

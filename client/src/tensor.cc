@@ -74,14 +74,13 @@ absl::Status CheckTensorView(const TensorView& view, int want_rank, absl::string
   }
   for (int64_t d : view.shape) {
     if (d < 1) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          what, " has shape ", ShapeString(view.shape), ", want every dimension >= 1"));
+      return absl::InvalidArgumentError(absl::StrCat(what, " has shape ", ShapeString(view.shape),
+                                                     ", want every dimension >= 1"));
     }
   }
   if (view.dtype != DType::kF32 && view.dtype != DType::kF16 && view.dtype != DType::kBF16) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(what, " has dtype number ", static_cast<int>(view.dtype),
-                     ", want f32, f16 or bf16"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        what, " has dtype number ", static_cast<int>(view.dtype), ", want f32, f16 or bf16"));
   }
   if (view.data == nullptr) {
     return absl::InvalidArgumentError(absl::StrCat(what, " has no data"));

@@ -82,10 +82,12 @@ class Client final : public Offloader {
 
  private:
   struct ReadyState;
+  struct Limiter;
   Client(std::shared_ptr<internal::ClientCore> core, std::shared_ptr<ReadyState> ready);
 
   std::shared_ptr<internal::ClientCore> core_;
   std::shared_ptr<ReadyState> ready_;
+  std::shared_ptr<Limiter> limiter_;
 };
 
 }  // namespace atp::client

@@ -119,7 +119,8 @@ class LayerSpec {
   const std::map<std::string, Tensor>& weights() const;
   // Sum of the weights' bytes.
   uint64_t weight_bytes() const;
-  // The content digest the worker keys the layer by (lowercase hex SHA-256, see atp.v1.LayerHeader).
+  // The content digest the worker keys the layer by (lowercase hex SHA-256, see
+  // atp.v1.LayerHeader).
   const std::string& digest() const;
 
   // (For linear maps of the layer) in_features and out_features of the map selected by `weight`:

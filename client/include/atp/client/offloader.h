@@ -14,9 +14,9 @@
 // Callbacks must not block for long: they run on the threads that move data. They may submit
 // further calls.
 //
-// Errors are absl::Status with the worker's code and message (INVALID_ARGUMENT naming the bad shape,
-// NOT_FOUND naming an unknown layer, RESOURCE_EXHAUSTED for limits, DEADLINE_EXCEEDED, ...) or a
-// transport code (UNAVAILABLE naming the worker that could not be reached).
+// Errors are absl::Status with the worker's code and message (INVALID_ARGUMENT naming the bad
+// shape, NOT_FOUND naming an unknown layer, RESOURCE_EXHAUSTED for limits, DEADLINE_EXCEEDED, ...)
+// or a transport code (UNAVAILABLE naming the worker that could not be reached).
 //
 // Input views must stay valid until the call has finished (see tensor.h). Thread-safe: any number
 // of threads may call any method at once.

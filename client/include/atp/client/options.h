@@ -63,6 +63,11 @@ struct ClientOptions {
   int max_inflight_per_stream = 4;
   // Largest result tensor accepted from a worker; 0: the worker's max_tensor_bytes. Default 0.
   uint64_t max_result_bytes = 0;
+  // Compute streams a Client keeps open at once (each carries one request, or one batch pipelined
+  // up to max_inflight_per_stream); more calls wait in the client, in order, so that a burst of
+  // asynchronous calls does not overflow the worker's queue. 0: no limit. Default 8. (A Pool
+  // limits per worker with PoolOptions::max_inflight_per_worker instead.)
+  int max_concurrent_calls = 8;
 
   // Watch the worker's readiness (grpc.health.v1 Watch on "atp.v1.Worker") in the background.
   // Default true; a pool needs it.

@@ -1,7 +1,8 @@
 // Pool: many atp workers behind one Offloader, with layer placement, least-loaded scheduling,
 // readiness tracking and replay on failure.
 //
-//   auto pool = atp::client::Pool::Create({"dns:///atp-worker-headless.ml.svc.cluster.local:50051"});
+//   auto pool =
+//   atp::client::Pool::Create({"dns:///atp-worker-headless.ml.svc.cluster.local:50051"});
 //   (*pool)->WaitUntilReady(1, absl::Now() + absl::Seconds(30));
 //   (*pool)->RegisterLayer(spec);                 // on every worker (default placement)
 //   auto y = (*pool)->AtpAttention(request);      // least-loaded ready worker, replayed on failure

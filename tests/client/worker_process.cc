@@ -1,0 +1,165 @@
+#include "worker_process.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+
+namespace atp::testing {
+
+std::string WorkerBinary() {
+  const char* path = std::getenv("ATP_WORKER_BINARY");
+  if (path != nullptr && *path != '\0') return path;
+#ifdef ATP_WORKER_BINARY
+  return ATP_WORKER_BINARY;
+#else
+  return "atp-worker";
+#endif
+}
+
+absl::StatusOr<std::unique_ptr<WorkerProcess>> WorkerProcess::Start(
+    const WorkerProcessOptions& options, absl::Duration timeout) {
+  std::vector<std::string> args = {
+      options.binary,
+      absl::StrCat("--listen=127.0.0.1:", options.port),
+      "--metrics-listen=",
+      "--backend=cpu",
+      absl::StrCat("--threads=", options.threads),
+      absl::StrCat("--drain-timeout=", absl::ToDoubleSeconds(options.drain_timeout)),
+  };
+  args.insert(args.end(), options.extra_args.begin(), options.extra_args.end());
+  std::vector<char*> argv;
+  for (std::string& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+
+  int fds[2];
+  if (::pipe2(fds, O_CLOEXEC) != 0) {
+    return absl::InternalError(absl::StrCat("pipe2: ", std::strerror(errno)));
+  }
+  // fork + exec rather than posix_spawn, so that the child dies with the test (PR_SET_PDEATHSIG)
+  // even when the test is killed. Only async-signal-safe calls between fork and exec.
+  const pid_t parent = ::getpid();
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (::getppid() != parent) ::_exit(127);
+    ::dup2(fds[1], STDERR_FILENO);
+    ::dup2(fds[1], STDOUT_FILENO);
+    ::execv(argv[0], argv.data());
+    ::_exit(127);
+  }
+  ::close(fds[1]);
+  if (pid < 0) {
+    ::close(fds[0]);
+    return absl::InternalError(
+        absl::StrCat("cannot start ", options.binary, ": fork: ", std::strerror(errno)));
+  }
+  std::unique_ptr<WorkerProcess> w(new WorkerProcess());
+  w->pid_ = pid;
+  const int read_fd = fds[0];
+  w->reader_ = std::thread([raw = w.get(), read_fd] { raw->ReadLoop(read_fd); });
+
+  // Wait for the "worker started" line (or the end of the output).
+  absl::MutexLock lock(&w->mu_);
+  auto started = [raw = w.get()]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    return raw->eof_ || raw->log_.find("msg=\"worker started\"") != std::string::npos;
+  };
+  w->mu_.AwaitWithTimeout(absl::Condition(&started), timeout);
+  const size_t line = w->log_.find("msg=\"worker started\"");
+  if (line == std::string::npos) {
+    const std::string log = w->log_;
+    w->mu_.Unlock();
+    w->Kill();
+    w->mu_.Lock();
+    return absl::UnavailableError(absl::StrCat(
+        "atp-worker did not start within ", absl::FormatDuration(timeout), "; its output:\n", log));
+  }
+  const size_t at = w->log_.find(" port=", line);
+  int port = 0;
+  if (at != std::string::npos) {
+    const size_t end = w->log_.find(' ', at + 6);
+    (void)absl::SimpleAtoi(w->log_.substr(at + 6, end - at - 6), &port);
+  }
+  if (port <= 0) {
+    return absl::InternalError(absl::StrCat("no port in the worker's log:\n", w->log_));
+  }
+  w->port_ = port;
+  return w;
+}
+
+void WorkerProcess::ReadLoop(int fd) {
+  char buf[4096];
+  for (;;) {
+    const ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    absl::MutexLock lock(&mu_);
+    log_.append(buf, static_cast<size_t>(n));
+  }
+  ::close(fd);
+  absl::MutexLock lock(&mu_);
+  eof_ = true;
+}
+
+WorkerProcess::~WorkerProcess() {
+  Kill();
+  if (reader_.joinable()) reader_.join();
+}
+
+std::string WorkerProcess::address() const { return absl::StrCat("127.0.0.1:", port_); }
+
+void WorkerProcess::Kill() {
+  if (running()) ::kill(pid_, SIGKILL);
+  (void)WaitExit(absl::Seconds(30));
+}
+
+void WorkerProcess::Terminate() {
+  if (running()) ::kill(pid_, SIGTERM);
+}
+
+bool WorkerProcess::running() const {
+  absl::MutexLock lock(&mu_);
+  return pid_ > 0 && !reaped_;
+}
+
+absl::StatusOr<int> WorkerProcess::WaitExit(absl::Duration timeout) {
+  const absl::Time deadline = absl::Now() + timeout;
+  for (;;) {  // bounded by `deadline`
+    {
+      absl::MutexLock lock(&mu_);
+      if (pid_ <= 0) return absl::FailedPreconditionError("not started");
+      if (reaped_) return exit_code_;
+      int status = 0;
+      const pid_t r = ::waitpid(pid_, &status, WNOHANG);
+      if (r == pid_) {
+        reaped_ = true;
+        exit_code_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+        return exit_code_;
+      }
+    }
+    if (absl::Now() >= deadline) {
+      return absl::DeadlineExceededError(
+          absl::StrCat("worker ", pid_, " still runs after ", absl::FormatDuration(timeout)));
+    }
+    // The child's exit closes its output pipe: wait for that rather than polling blindly.
+    absl::MutexLock lock(&mu_);
+    auto eof = [this]() ABSL_NO_THREAD_SAFETY_ANALYSIS { return eof_; };
+    mu_.AwaitWithDeadline(absl::Condition(&eof),
+                          std::min(deadline, absl::Now() + absl::Milliseconds(20)));
+  }
+}
+
+std::string WorkerProcess::log() const {
+  absl::MutexLock lock(&mu_);
+  return log_;
+}
+
+}  // namespace atp::testing
