@@ -5,14 +5,15 @@
 # machine has no gRPC/abseil/GoogleTest); cuDNN is PyTorch's copy.
 #
 # usage: bench/cuda/run_all.sh            (writes to $OUT, default a temporary folder)
-#   STEPS="tests bench anchors"  which steps to run (default: all three)
+#   STEPS="tests smoke bench anchors"  which steps to run (default: all; smoke = the CLI and the
+#                                 worker on the CUDA backend, when the bundle has them)
 #   BENCH_ARGS="..."              extra atp_cuda_bench flags; ANCHOR_ARGS likewise for anchors.py
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-$(mktemp -d)}
 mkdir -p "$OUT"
 BUNDLE=${BUNDLE:-.bundle/atp-cuda.tar.xz}
-STEPS=${STEPS:-tests bench anchors}
+STEPS=${STEPS:-tests smoke bench anchors}
 work=$(mktemp -d)
 tar -xJf "$BUNDLE" -C "$work" || { echo "run_all: cannot unpack $BUNDLE" >&2; exit 1; }
 B=$work/atp-cuda
@@ -40,6 +41,11 @@ if [[ " $STEPS " == *" tests "* ]]; then
   echo "atp_cuda_test rc=$?"; grep -E "^\[  (PASSED|FAILED|SKIPPED)|FAILED  \]|Failure|error" "$OUT/tests.log" | head -n 40
   ATP_EXPECT_CUDNN=1 timeout 90 "$B/atp_cuda_device_test" --gtest_brief=1 >"$OUT/device_tests.log" 2>&1
   echo "atp_cuda_device_test rc=$?"; grep -E "^\[  (PASSED|FAILED|SKIPPED)|FAILED  \]|Failure|error" "$OUT/device_tests.log" | head -n 30
+fi
+if [[ " $STEPS " == *" smoke "* && -x "$B/atp-worker" ]]; then
+  echo "== atp and atp-worker on the CUDA backend"
+  timeout 150 bash bench/cuda/smoke_cli_worker.sh "$B" >"$OUT/smoke.log" 2>&1
+  echo "smoke rc=$?"; cat "$OUT/smoke.log"
 fi
 if [[ " $STEPS " == *" bench "* ]]; then
   echo "== atp_cuda_bench"
