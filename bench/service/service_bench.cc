@@ -1,27 +1,28 @@
 // atp-worker on loopback, beside raw TCP measured in the same run:
 //  1. Throughput of a large tensor round trip: low-rank linear with a factored input and a factored
-//     output on a linear layer without bias, so that the output U' is the input U (L × r) plus a small
-//     C' — the chained low-rank case, whose compute is a copy. 256 MiB go in and 256 MiB come back.
-//     Anchor: a raw TCP store-and-forward echo of the same bytes on the same machine (the client
-//     sends everything, the server receives everything, then sends it all back), as the worker must
-//     have a whole input before it computes.
+//     output on a linear layer without bias, so that the output U' is the input U (L × r) plus a
+//     small C' — the chained low-rank case, whose compute is a copy. 256 MiB go in and 256 MiB come
+//     back. Anchor: a raw TCP store-and-forward echo of the same bytes on the same machine (the
+//     client sends everything, the server receives everything, then sends it all back), as the
+//     worker must have a whole input before it computes.
 //  2. Round trip of a small call, median and p99: unary GetServerInfo, and a decompose of a 16×16
 //     input on an open Compute stream. Anchor: a 1 KiB raw TCP ping-pong.
 // The worker is the atp-worker binary in its own process (CPU backend) on 127.0.0.1 with an
 // OS-chosen port, and the TCP echo server is a child process too, so both paths cross processes as
 // in a deployment.
 //
-// Usage: atp_service_bench [--worker=PATH] [--mib=256] [--rounds=5] [--calls=2000] [--chunk-kib=1024]
+// Usage: atp_service_bench [--worker=PATH] [--mib=256] [--rounds=5] [--calls=2000]
+// [--chunk-kib=1024]
 #include <arpa/inet.h>
-#include <malloc.h>
 #include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
+#include <malloc.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -35,9 +36,9 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/match.h"
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "atp/v1/worker.grpc.pb.h"
@@ -181,10 +182,10 @@ grpc::ByteBuffer Serialize(const google::protobuf::MessageLite& m) {
 // Sends one request (header + chunks straight from `inputs`) on a new Compute stream and
 // reassembles its response into `outputs`, with one outstanding write and one outstanding read.
 // Returns the response header.
-atp::v1::ResponseHeader RawRoundTrip(grpc::GenericStub& stub,
-                                     const atp::v1::RequestHeader& header,
+atp::v1::ResponseHeader RawRoundTrip(grpc::GenericStub& stub, const atp::v1::RequestHeader& header,
                                      const std::vector<std::pair<const char*, size_t>>& inputs,
-                                     uint32_t chunk_bytes, std::vector<std::vector<uint8_t>>* outputs) {
+                                     uint32_t chunk_bytes,
+                                     std::vector<std::vector<uint8_t>>* outputs) {
   grpc::ClientContext context;
   context.set_deadline(std::chrono::system_clock::now() + std::chrono::minutes(5));
   grpc::CompletionQueue cq;
@@ -393,7 +394,8 @@ void StubRoundTrip(atp::v1::Worker::Stub& stub, const atp::v1::RequestHeader& he
     stream->WritesDone();
   });
   atp::v1::ComputeResponse msg;
-  if (!stream->Read(&msg) || !msg.has_header() || msg.header().code() != 0) Fail("stub request failed");
+  if (!stream->Read(&msg) || !msg.has_header() || msg.header().code() != 0)
+    Fail("stub request failed");
   const atp::v1::ResponseHeader h = msg.header();
   outputs->assign(h.outputs_size(), std::string());
   for (int i = 0; i < h.outputs_size(); ++i) outputs->at(i).reserve(h.outputs(i).byte_size());
@@ -428,12 +430,19 @@ int main(int argc, char** argv) {
   std::string worker_path = ATP_WORKER_BINARY;
   for (int i = 1; i < argc; ++i) {
     absl::string_view a = argv[i];
-    if (absl::ConsumePrefix(&a, "--worker=")) worker_path = std::string(a);
-    else if (absl::ConsumePrefix(&a, "--mib=")) (void)absl::SimpleAtoi(a, &mib);
-    else if (absl::ConsumePrefix(&a, "--rounds=")) (void)absl::SimpleAtoi(a, &rounds);
-    else if (absl::ConsumePrefix(&a, "--chunk-kib=")) (void)absl::SimpleAtoi(a, &chunk_kib);
-    else if (absl::ConsumePrefix(&a, "--calls=")) (void)absl::SimpleAtoi(a, &calls);
-    else Fail(absl::StrCat("unknown argument ", argv[i], "; want --worker=PATH --mib=N --rounds=N --calls=N --chunk-kib=N"));
+    if (absl::ConsumePrefix(&a, "--worker="))
+      worker_path = std::string(a);
+    else if (absl::ConsumePrefix(&a, "--mib="))
+      (void)absl::SimpleAtoi(a, &mib);
+    else if (absl::ConsumePrefix(&a, "--rounds="))
+      (void)absl::SimpleAtoi(a, &rounds);
+    else if (absl::ConsumePrefix(&a, "--chunk-kib="))
+      (void)absl::SimpleAtoi(a, &chunk_kib);
+    else if (absl::ConsumePrefix(&a, "--calls="))
+      (void)absl::SimpleAtoi(a, &calls);
+    else
+      Fail(absl::StrCat("unknown argument ", argv[i],
+                        "; want --worker=PATH --mib=N --rounds=N --calls=N --chunk-kib=N"));
   }
   // The same malloc settings as the worker (TuneMallocForLargePayloads): freed payload memory is
   // reused instead of faulted in again, as any client moving large tensors should arrange.
@@ -455,12 +464,13 @@ int main(int argc, char** argv) {
   if (worker_pid == 0) {
     ::dup2(out_pipe[1], STDERR_FILENO);
     ::close(out_pipe[0]);
-    const std::string max_len = absl::StrCat("--max-sequence-length=", std::max<int64_t>(length, 131072));
-    const char* argv_worker[] = {worker_path.c_str(), "--listen=127.0.0.1:0", "--metrics-listen=",
-                                 "--backend=cpu", "--max-tensor-bytes=2GiB",
-                                 "--max-inflight-bytes=8GiB", max_len.c_str(), "--log-format=json",
-                                 chunk_flag.c_str(),
-                                 nullptr};
+    const std::string max_len =
+        absl::StrCat("--max-sequence-length=", std::max<int64_t>(length, 131072));
+    const char* argv_worker[] = {worker_path.c_str(),       "--listen=127.0.0.1:0",
+                                 "--metrics-listen=",       "--backend=cpu",
+                                 "--max-tensor-bytes=2GiB", "--max-inflight-bytes=8GiB",
+                                 max_len.c_str(),           "--log-format=json",
+                                 chunk_flag.c_str(),        nullptr};
     ::execv(argv_worker[0], const_cast<char* const*>(argv_worker));
     ::_exit(127);
   }
@@ -477,7 +487,8 @@ int main(int argc, char** argv) {
       if (n <= 0) break;
       text.append(buf, static_cast<size_t>(n));
       const size_t at = text.find("\"port\":");
-      if (at != std::string::npos) (void)absl::SimpleAtoi(text.substr(at + 7, text.find(',', at) - at - 7), &worker_port);
+      if (at != std::string::npos)
+        (void)absl::SimpleAtoi(text.substr(at + 7, text.find(',', at) - at - 7), &worker_port);
     }
     if (worker_port == 0) Fail(absl::StrCat("the worker did not start: ", text));
   }
@@ -501,7 +512,8 @@ int main(int argc, char** argv) {
     atp::v1::RegisterLayerRequest h;
     h.mutable_header()->set_layer_id("lin");
     h.mutable_header()->mutable_linear();
-    const auto bytes = absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(w.data()), w.size() * 4);
+    const auto bytes =
+        absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(w.data()), w.size() * 4);
     *h.mutable_header()->add_tensors() =
         wire::MakeTensorHeader("weight", atp::v1::DTYPE_F32, {width, width}, bytes);
     writer->Write(h);
@@ -520,8 +532,10 @@ int main(int argc, char** argv) {
     a->set_num_heads(2);
     a->set_head_dim(8);
     Register(*stub, attn,
-             {{"q_proj.weight", {16, 16}}, {"k_proj.weight", {16, 16}},
-              {"v_proj.weight", {16, 16}}, {"o_proj.weight", {16, 16}}});
+             {{"q_proj.weight", {16, 16}},
+              {"k_proj.weight", {16, 16}},
+              {"v_proj.weight", {16, 16}},
+              {"o_proj.weight", {16, 16}}});
   }
 
   // ---- 1. large round trip ----
@@ -597,28 +611,31 @@ int main(int argc, char** argv) {
   const double tcp_gbs = 2.0 * bytes_in / Median(tcp_s) / 1e9;
   const double raw_gbs = grpc_bytes / Median(raw_s) / 1e9;
   const double stub_gbs = grpc_bytes / Median(stub_s) / 1e9;
-  std::printf("1. Large round trip: lowrank_linear, factored u [%lld,%lld] + c [%lld,%lld] f32 in, "
-              "U' [%lld,%lld] + C' out\n",
-              static_cast<long long>(length), static_cast<long long>(rank),
-              static_cast<long long>(rank), static_cast<long long>(width),
-              static_cast<long long>(length), static_cast<long long>(rank));
-  std::printf("   %.1f MiB in, %.1f MiB out, chunks of %u KiB; median of %d rounds; GB/s = (bytes in + "
-              "bytes out) / round-trip time\n",
-              bytes_in / 1048576.0, bytes_out / 1048576.0, chunk / 1024, rounds);
+  std::printf(
+      "1. Large round trip: lowrank_linear, factored u [%lld,%lld] + c [%lld,%lld] f32 in, "
+      "U' [%lld,%lld] + C' out\n",
+      static_cast<long long>(length), static_cast<long long>(rank), static_cast<long long>(rank),
+      static_cast<long long>(width), static_cast<long long>(length), static_cast<long long>(rank));
+  std::printf(
+      "   %.1f MiB in, %.1f MiB out, chunks of %u KiB; median of %d rounds; GB/s = (bytes in + "
+      "bytes out) / round-trip time\n",
+      bytes_in / 1048576.0, bytes_out / 1048576.0, chunk / 1024, rounds);
   std::printf("   %-46s %7.3f s  %6.2f GB/s  (anchor)\n", "raw TCP store-and-forward echo",
               Median(tcp_s), tcp_gbs);
   std::printf("   %-46s %7.3f s  %6.2f GB/s  %5.1f%% of raw TCP\n",
               "atp-worker, client sending raw chunks", Median(raw_s), raw_gbs,
               100.0 * Median(raw_ratio));
   const double transfer_gbs = grpc_bytes / Median(transfer_s) / 1e9;
-  std::printf("   %-46s %7.3f s  %6.2f GB/s  %5.1f%% of raw TCP  (worker: receive %.3f s, "
-              "compute %.3f s)\n",
-              "  the same less the worker's queue and compute", Median(transfer_s), transfer_gbs,
-              100.0 * Median(transfer_ratio), Median(receive_s), Median(compute_s));
+  std::printf(
+      "   %-46s %7.3f s  %6.2f GB/s  %5.1f%% of raw TCP  (worker: receive %.3f s, "
+      "compute %.3f s)\n",
+      "  the same less the worker's queue and compute", Median(transfer_s), transfer_gbs,
+      100.0 * Median(transfer_ratio), Median(receive_s), Median(compute_s));
   std::printf("   %-46s %7.3f s  %6.2f GB/s  %5.1f%% of raw TCP\n",
               "atp-worker, generated protobuf stub client", Median(stub_s), stub_gbs,
               100.0 * Median(stub_ratio));
-  std::printf("   (percentages: median over rounds of the ratio to the TCP echo of the same round)\n");
+  std::printf(
+      "   (percentages: median over rounds of the ratio to the TCP echo of the same round)\n");
 
   // ---- 2. small calls ----
   std::vector<double> tcp_us, info_us;
@@ -651,8 +668,8 @@ int main(int argc, char** argv) {
     std::normal_distribution<float> normal;
     for (float& v : uc) v = normal(rng);
     const auto ub = absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(uc.data()), 16 * 2 * 4);
-    const auto cb = absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(uc.data() + 32),
-                                        2 * width * 4);
+    const auto cb =
+        absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(uc.data() + 32), 2 * width * 4);
     atp::v1::RequestHeader h;
     *h.mutable_input()->mutable_factored()->mutable_u() =
         wire::MakeTensorHeader("u", atp::v1::DTYPE_F32, {16, 2}, ub);
@@ -679,25 +696,28 @@ int main(int argc, char** argv) {
   }
   std::printf("\n2. Small call round trip over %d calls (after %d warm-up calls)   median    p99\n",
               calls, calls / 10);
-  std::printf("   %-58s %6.0f µs %6.0f µs  (anchor)\n", "raw TCP ping-pong, 1 KiB",
-              Median(tcp_us), Percentile(tcp_us, 0.99));
+  std::printf("   %-58s %6.0f µs %6.0f µs  (anchor)\n", "raw TCP ping-pong, 1 KiB", Median(tcp_us),
+              Percentile(tcp_us, 0.99));
   std::printf("   %-58s %6.0f µs %6.0f µs\n", "GetServerInfo (unary)", Median(info_us),
               Percentile(info_us, 0.99));
   std::printf("   %-58s %6.0f µs %6.0f µs\n",
               "lowrank_linear, u [16,2] c [2,64] -> y [16,64], open stream", Median(lin_us),
               Percentile(lin_us, 0.99));
-  std::printf("   %-58s %6.0f µs %6.0f µs\n", "  of which on the worker (header in to compute done)",
-              Median(lin_worker_us), Percentile(lin_worker_us, 0.99));
+  std::printf("   %-58s %6.0f µs %6.0f µs\n",
+              "  of which on the worker (header in to compute done)", Median(lin_worker_us),
+              Percentile(lin_worker_us, 0.99));
   std::printf("   %-58s %6.0f µs %6.0f µs\n",
               "ATP attention, x [16,16] f32, r = 4 (1 output), open stream", Median(atp_us),
               Percentile(atp_us, 0.99));
-  std::printf("   %-58s %6.0f µs %6.0f µs\n", "  of which on the worker (header in to compute done)",
-              Median(atp_worker_us), Percentile(atp_worker_us, 0.99));
+  std::printf("   %-58s %6.0f µs %6.0f µs\n",
+              "  of which on the worker (header in to compute done)", Median(atp_worker_us),
+              Percentile(atp_worker_us, 0.99));
   std::printf("   %-58s %6.0f µs %6.0f µs\n",
               "decompose, x [16,16] f32, r = 2 (3 outputs), open stream", Median(decompose_us),
               Percentile(decompose_us, 0.99));
-  std::printf("   %-58s %6.0f µs %6.0f µs\n", "  of which on the worker (header in to compute done)",
-              Median(decompose_worker_us), Percentile(decompose_worker_us, 0.99));
+  std::printf("   %-58s %6.0f µs %6.0f µs\n",
+              "  of which on the worker (header in to compute done)", Median(decompose_worker_us),
+              Percentile(decompose_worker_us, 0.99));
   ::kill(worker_pid, SIGTERM);
   int status = 0;
   ::waitpid(worker_pid, &status, 0);

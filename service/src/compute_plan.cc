@@ -14,8 +14,8 @@ std::string ShapeText(const std::vector<int64_t>& shape) {
 
 absl::Status CheckMatrix(const wire::TensorLayout& t, absl::string_view what) {
   if (t.shape.size() != 2) {
-    return absl::InvalidArgumentError(absl::StrCat(what, " has shape ", ShapeText(t.shape),
-                                                   ", want 2 dimensions"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, " has shape ", ShapeText(t.shape), ", want 2 dimensions"));
   }
   return absl::OkStatus();
 }
@@ -61,8 +61,8 @@ absl::StatusOr<uint64_t> AdmitPlan(const ComputePlan& plan, const kernels::Layer
       if (absl::Status s = CheckMatrix(x, "x"); !s.ok()) return s;
       if (x.shape[1] != layer->attention.d_model) {
         return absl::InvalidArgumentError(
-            absl::StrCat("x has shape ", ShapeText(x.shape), ", want [L,",
-                         layer->attention.d_model, "] (d_model of layer \"", plan.layer_id, "\")"));
+            absl::StrCat("x has shape ", ShapeText(x.shape), ", want [L,", layer->attention.d_model,
+                         "] (d_model of layer \"", plan.layer_id, "\")"));
       }
       if (absl::Status s = CheckLength(x.shape[0], limits, "x"); !s.ok()) return s;
       return static_cast<uint64_t>(x.shape[0]) * x.shape[1] * out_elem;
@@ -71,8 +71,8 @@ absl::StatusOr<uint64_t> AdmitPlan(const ComputePlan& plan, const kernels::Layer
       if (layer == nullptr) return absl::InternalError("lowrank_linear without a layer");
       auto names = kernels::FindLinearWeight(*layer, plan.weight);
       if (!names.ok()) {
-        return absl::Status(names.status().code(),
-                            absl::StrCat("layer \"", plan.layer_id, "\": ", names.status().message()));
+        return absl::Status(names.status().code(), absl::StrCat("layer \"", plan.layer_id,
+                                                                "\": ", names.status().message()));
       }
       const kernels::Tensor& w = layer->weights.at(names->weight);
       const int64_t n = w.dim(0);
@@ -86,16 +86,15 @@ absl::StatusOr<uint64_t> AdmitPlan(const ComputePlan& plan, const kernels::Layer
         if (absl::Status s = CheckMatrix(u, "u"); !s.ok()) return s;
         if (absl::Status s = CheckMatrix(c, "c"); !s.ok()) return s;
         if (u.dtype != c.dtype) {
-          return absl::InvalidArgumentError(
-              absl::StrCat("u has dtype ", kernels::DTypeName(static_cast<kernels::DType>(u.dtype)),
-                           " and c has dtype ",
-                           kernels::DTypeName(static_cast<kernels::DType>(c.dtype)),
-                           ", want the same"));
+          return absl::InvalidArgumentError(absl::StrCat(
+              "u has dtype ", kernels::DTypeName(static_cast<kernels::DType>(u.dtype)),
+              " and c has dtype ", kernels::DTypeName(static_cast<kernels::DType>(c.dtype)),
+              ", want the same"));
         }
         if (c.shape[0] != u.shape[1] || c.shape[1] != d) {
           return absl::InvalidArgumentError(absl::StrCat(
-              "c has shape ", ShapeText(c.shape), ", want [", u.shape[1], ",", d,
-              "] (r of u ", ShapeText(u.shape), ", in_features of ", names->weight, ")"));
+              "c has shape ", ShapeText(c.shape), ", want [", u.shape[1], ",", d, "] (r of u ",
+              ShapeText(u.shape), ", in_features of ", names->weight, ")"));
         }
         length = u.shape[0];
         rank_bound = u.shape[1];
@@ -108,10 +107,9 @@ absl::StatusOr<uint64_t> AdmitPlan(const ComputePlan& plan, const kernels::Layer
         const wire::TensorLayout& x = plan.inputs[0];
         if (absl::Status s = CheckMatrix(x, "x"); !s.ok()) return s;
         if (x.shape[1] != d) {
-          return absl::InvalidArgumentError(absl::StrCat("x has shape ", ShapeText(x.shape),
-                                                         ", want [L,", d, "] (in_features of ",
-                                                         names->weight, " of layer \"",
-                                                         plan.layer_id, "\")"));
+          return absl::InvalidArgumentError(absl::StrCat(
+              "x has shape ", ShapeText(x.shape), ", want [L,", d, "] (in_features of ",
+              names->weight, " of layer \"", plan.layer_id, "\")"));
         }
         length = x.shape[0];
         const kernels::RankPolicy policy = plan.rank.value_or(layer->linear_default_rank);

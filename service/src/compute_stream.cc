@@ -143,8 +143,7 @@ class ComputeStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grp
       read_closed_ = true;
       FailReceivingLocked([](const Request& r) {
         return absl::InvalidArgumentError(
-            absl::StrCat("request ", r.id,
-                         ": the stream ended before its input was complete: ",
+            absl::StrCat("request ", r.id, ": the stream ended before its input was complete: ",
                          r.assembler->MissingStatus().message()));
       });
       AdvanceLocked();
@@ -232,7 +231,9 @@ class ComputeStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grp
     if (!s.ok()) {
       if (LogEnabled(LogLevel::kDebug)) {
         Log(LogLevel::kDebug, "request refused",
-            {{"peer", context_->peer()}, {"request_id", req->id}, {"code", wire::StatusCodeName(s.code())},
+            {{"peer", context_->peer()},
+             {"request_id", req->id},
+             {"code", wire::StatusCodeName(s.code())},
              {"error", std::string(s.message())}});
       }
       FailLocked(*req, s);
@@ -270,13 +271,12 @@ class ComputeStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grp
       if (!layer.ok()) return layer.status();
       req.layer = *std::move(layer);
     }
-    auto out_bytes =
-        AdmitPlan(req.plan, req.layer ? &req.layer->spec() : nullptr, core_->limits);
+    auto out_bytes = AdmitPlan(req.plan, req.layer ? &req.layer->spec() : nullptr, core_->limits);
     if (!out_bytes.ok()) return out_bytes.status();
     if (core_->executor->queue_depth() >= core_->max_queue_depth) {
-      return absl::ResourceExhaustedError(absl::StrCat(
-          "the executor queue is full (", core_->max_queue_depth,
-          " requests wait for the backend); retry later or on another worker"));
+      return absl::ResourceExhaustedError(
+          absl::StrCat("the executor queue is full (", core_->max_queue_depth,
+                       " requests wait for the backend); retry later or on another worker"));
     }
     for (const auto& t : req.plan.inputs) req.input_bytes += t.byte_size;
     const uint64_t need = req.input_bytes + *out_bytes;
@@ -313,8 +313,7 @@ class ComputeStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grp
     if (it == receiving_.end()) {
       if (discarding_.contains(chunk.request_id)) return;  // payload of a refused request
       StreamErrorLocked(absl::InvalidArgumentError(
-          absl::StrCat("message ", messages_read_, " is a chunk for request_id ",
-                       chunk.request_id,
+          absl::StrCat("message ", messages_read_, " is a chunk for request_id ", chunk.request_id,
                        ", which is not awaiting input on this stream (send its header first)")));
       return;
     }
@@ -395,7 +394,8 @@ class ComputeStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grp
 
   absl::Status CheckAlive(const Request& r, absl::string_view phase) const {
     if (cancelled_.load()) {
-      return absl::CancelledError(absl::StrCat("request ", r.id, ": the client cancelled the stream ", phase));
+      return absl::CancelledError(
+          absl::StrCat("request ", r.id, ": the client cancelled the stream ", phase));
     }
     if (core_->stopping.load()) {
       return absl::CancelledError(absl::StrCat(
@@ -403,8 +403,8 @@ class ComputeStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grp
     }
     if (absl::Now() >= r.deadline) {
       if (r.own_deadline) {
-        return absl::DeadlineExceededError(absl::StrCat("request ", r.id, " ran past its timeout_ms of ",
-                                                        r.plan.timeout_ms, " ", phase));
+        return absl::DeadlineExceededError(absl::StrCat(
+            "request ", r.id, " ran past its timeout_ms of ", r.plan.timeout_ms, " ", phase));
       }
       return absl::DeadlineExceededError(
           absl::StrCat("request ", r.id, ": the stream's deadline passed ", phase));
@@ -439,9 +439,8 @@ class ComputeStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grp
       } else {
         const kernels::Tensor& t = req->output.outputs[req->out_index].tensor;
         const uint64_t size = t.byte_size();
-        const uint64_t len =
-            std::min<uint64_t>(std::max<uint32_t>(req->plan.response_chunk_bytes, 1),
-                               size - req->out_offset);
+        const uint64_t len = std::min<uint64_t>(
+            std::max<uint32_t>(req->plan.response_chunk_bytes, 1), size - req->out_offset);
         write_buf_ = ChunkBuffer(req, req->out_index, req->out_offset, len);
         req->bytes_out += len;
         req->out_offset += len;
@@ -481,9 +480,10 @@ class ComputeStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grp
     const kernels::Tensor& t = req->output.outputs[index].tensor;
     grpc::Slice slices[2] = {
         grpc::Slice(wire::EncodeChunkPrefix(req->id, static_cast<uint32_t>(index), offset, len)),
-        grpc::Slice(static_cast<uint8_t*>(const_cast<void*>(t.data())) + offset, len,
-                    [](void* holder) { delete static_cast<std::shared_ptr<Request>*>(holder); },
-                    new std::shared_ptr<Request>(req))};
+        grpc::Slice(
+            static_cast<uint8_t*>(const_cast<void*>(t.data())) + offset, len,
+            [](void* holder) { delete static_cast<std::shared_ptr<Request>*>(holder); },
+            new std::shared_ptr<Request>(req))};
     return grpc::ByteBuffer(slices, 2);
   }
 
@@ -499,7 +499,8 @@ class ComputeStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grp
     if (!status.ok() && status.code() != absl::StatusCode::kCancelled &&
         status.code() != absl::StatusCode::kUnavailable) {
       Log(LogLevel::kInfo, "compute stream failed",
-          {{"peer", context_->peer()}, {"code", wire::StatusCodeName(status.code())},
+          {{"peer", context_->peer()},
+           {"code", wire::StatusCodeName(status.code())},
            {"error", std::string(status.message())}});
     }
     Finish(wire::ToGrpcStatus(status));
@@ -528,9 +529,10 @@ class ComputeStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grp
     if (stream_status_.ok()) stream_status_ = status;
     read_closed_ = true;
     FailReceivingLocked([&status](const Request& r) {
-      return absl::Status(status.code(),
-                          absl::StrCat("request ", r.id, " was still receiving its input when the "
-                                       "stream failed: ", status.message()));
+      return absl::Status(status.code(), absl::StrCat("request ", r.id,
+                                                      " was still receiving its input when the "
+                                                      "stream failed: ",
+                                                      status.message()));
     });
   }
 

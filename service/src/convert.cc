@@ -123,8 +123,8 @@ absl::StatusOr<ComputePlan> ToComputePlan(const atp::v1::RequestHeader& header,
           plan.method = kernels::DecomposeMethod::kRandomized;
           break;
         default:
-          return absl::InvalidArgumentError(absl::StrCat(
-              "decompose.method is ", op.method(), ", want AUTO, EXACT or RANDOMIZED"));
+          return absl::InvalidArgumentError(absl::StrCat("decompose.method is ", op.method(),
+                                                         ", want AUTO, EXACT or RANDOMIZED"));
       }
       break;
     }
@@ -163,7 +163,8 @@ absl::StatusOr<ComputePlan> ToComputePlan(const atp::v1::RequestHeader& header,
       break;
     }
     case atp::v1::TensorSpec::FORM_NOT_SET:
-      return absl::InvalidArgumentError("request sets no input, want input.dense or input.factored");
+      return absl::InvalidArgumentError(
+          "request sets no input, want input.dense or input.factored");
   }
   switch (header.output_dtype()) {
     case atp::v1::DTYPE_UNSPECIFIED:
@@ -174,8 +175,8 @@ absl::StatusOr<ComputePlan> ToComputePlan(const atp::v1::RequestHeader& header,
       plan.output_dtype = static_cast<kernels::DType>(header.output_dtype());
       break;
     default:
-      return absl::InvalidArgumentError(absl::StrCat(
-          "output_dtype is ", header.output_dtype(), ", want F32, F16, BF16 or UNSPECIFIED"));
+      return absl::InvalidArgumentError(absl::StrCat("output_dtype is ", header.output_dtype(),
+                                                     ", want F32, F16, BF16 or UNSPECIFIED"));
   }
   plan.timeout_ms = header.timeout_ms();
   const uint32_t want_chunk = header.response_chunk_bytes();
@@ -208,8 +209,8 @@ absl::StatusOr<LayerPlan> ToLayerPlan(const atp::v1::LayerHeader& header,
           c.key_scale = kernels::KeyScale::kInvSqrtLen;
           break;
         default:
-          return absl::InvalidArgumentError(absl::StrCat(
-              "attention.key_scale is ", a.key_scale(), ", want NONE or INV_SQRT_LEN"));
+          return absl::InvalidArgumentError(absl::StrCat("attention.key_scale is ", a.key_scale(),
+                                                         ", want NONE or INV_SQRT_LEN"));
       }
       if (a.has_default_rank()) {
         auto policy = ToRankPolicy(a.default_rank(), "attention.default_rank");
@@ -238,17 +239,16 @@ absl::StatusOr<LayerPlan> ToLayerPlan(const atp::v1::LayerHeader& header,
   }
   for (int i = 0; i < header.tensors_size(); ++i) {
     const auto& h = header.tensors(i);
-    auto t = wire::CheckTensorHeader(
-        h, limits.max_tensor_bytes, h.name().empty() ? absl::StrCat("tensor ", i) : h.name());
+    auto t = wire::CheckTensorHeader(h, limits.max_tensor_bytes,
+                                     h.name().empty() ? absl::StrCat("tensor ", i) : h.name());
     if (!t.ok()) return t.status();
     plan.payload_bytes += t->byte_size;
     plan.tensors.push_back(*std::move(t));
   }
   if (absl::Status s = ValidateLayerTensors(plan.spec, plan.tensors); !s.ok()) return s;
   if (!header.digest().empty() && !IsLowerHex64(header.digest())) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("digest \"", header.digest().substr(0, 80),
-                     "\" is not 64 lowercase hex digits (SHA-256)"));
+    return absl::InvalidArgumentError(absl::StrCat("digest \"", header.digest().substr(0, 80),
+                                                   "\" is not 64 lowercase hex digits (SHA-256)"));
   }
   plan.claimed_digest = header.digest();
   return plan;
@@ -295,9 +295,8 @@ atp::v1::LayerInfo ToLayerInfo(const LayerEntry& entry) {
     a->set_num_kv_heads(static_cast<uint32_t>(c.kv_heads()));
     a->set_head_dim(static_cast<uint32_t>(c.head_dim));
     a->set_scale(c.resolved_scale());
-    a->set_key_scale(c.key_scale == kernels::KeyScale::kInvSqrtLen
-                         ? atp::v1::KEY_SCALE_INV_SQRT_LEN
-                         : atp::v1::KEY_SCALE_NONE);
+    a->set_key_scale(c.key_scale == kernels::KeyScale::kInvSqrtLen ? atp::v1::KEY_SCALE_INV_SQRT_LEN
+                                                                   : atp::v1::KEY_SCALE_NONE);
     *a->mutable_default_rank() = FromRankPolicy(c.default_rank);
   } else {
     *info.mutable_linear()->mutable_default_rank() = FromRankPolicy(spec.linear_default_rank);

@@ -32,7 +32,8 @@ inline absl::Status ReadBuffer(grpc::ByteBuffer* buffer, ReceivedBytes* out) {
   out->pieces.clear();
   if (!buffer->Valid()) return absl::OkStatus();  // an empty message
   grpc::Status s = buffer->Dump(&out->slices);
-  if (!s.ok()) return absl::InvalidArgumentError(absl::StrCat("cannot read message: ", s.error_message()));
+  if (!s.ok())
+    return absl::InvalidArgumentError(absl::StrCat("cannot read message: ", s.error_message()));
   out->pieces.reserve(out->slices.size());
   for (const grpc::Slice& slice : out->slices) {
     out->pieces.push_back(absl::MakeConstSpan(slice.begin(), slice.size()));
@@ -42,8 +43,8 @@ inline absl::Status ReadBuffer(grpc::ByteBuffer* buffer, ReceivedBytes* out) {
 
 // Parses a whole received buffer as `message`. INVALID_ARGUMENT naming `what` when it is not a
 // valid encoding.
-inline absl::Status ParseBuffer(const grpc::ByteBuffer& buffer, google::protobuf::MessageLite* message,
-                                absl::string_view what) {
+inline absl::Status ParseBuffer(const grpc::ByteBuffer& buffer,
+                                google::protobuf::MessageLite* message, absl::string_view what) {
   grpc::ByteBuffer copy(buffer);  // shares the slices
   ReceivedBytes bytes;
   if (absl::Status s = ReadBuffer(&copy, &bytes); !s.ok()) return s;

@@ -179,8 +179,7 @@ grpc::ServerUnaryReactor* HealthService::Check(grpc::CallbackServerContext* cont
                                                grpc::ByteBuffer* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   HealthCheckRequest req;
-  if (absl::Status s = ParseBuffer(*request, &req, "grpc.health.v1.HealthCheckRequest");
-      !s.ok()) {
+  if (absl::Status s = ParseBuffer(*request, &req, "grpc.health.v1.HealthCheckRequest"); !s.ok()) {
     reactor->Finish(wire::ToGrpcStatus(s));
     return reactor;
   }

@@ -50,7 +50,8 @@ class HealthState {
 
   // Every status becomes NOT_SERVING and every watch ends.
   void Shutdown();
-  // Waits until every watch has ended (after Shutdown) or `deadline` passes; true when none is left.
+  // Waits until every watch has ended (after Shutdown) or `deadline` passes; true when none is
+  // left.
   bool WaitForWatchesToEnd(absl::Time deadline);
 
  private:
@@ -77,7 +78,7 @@ class HealthService final : public RawHealthService {
                                   const grpc::ByteBuffer* request,
                                   grpc::ByteBuffer* response) override;
   grpc::ServerWriteReactor<grpc::ByteBuffer>* Watch(grpc::CallbackServerContext* context,
-                                                     const grpc::ByteBuffer* request) override;
+                                                    const grpc::ByteBuffer* request) override;
 
  private:
   HealthState* const state_;

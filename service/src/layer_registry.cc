@@ -24,9 +24,9 @@ absl::Status ValidateLayerId(absl::string_view id) {
     const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
                     c == '.' || c == '_' || c == ':' || c == '/' || c == '-';
     if (!ok) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "layer_id contains the byte 0x", absl::Hex(static_cast<unsigned char>(c)),
-          ", want only [A-Za-z0-9._:/-]"));
+      return absl::InvalidArgumentError(absl::StrCat("layer_id contains the byte 0x",
+                                                     absl::Hex(static_cast<unsigned char>(c)),
+                                                     ", want only [A-Za-z0-9._:/-]"));
     }
   }
   return absl::OkStatus();
@@ -40,11 +40,10 @@ absl::Status ValidateLayerTensors(const kernels::LayerSpec& spec,
     const kernels::AttentionConfig& c = spec.attention;
     const int64_t q_rows = c.num_heads * c.head_dim;
     const int64_t kv_rows = c.kv_heads() * c.head_dim;
-    const std::pair<const char*, std::vector<int64_t>> projs[] = {
-        {"q_proj", {q_rows, c.d_model}},
-        {"k_proj", {kv_rows, c.d_model}},
-        {"v_proj", {kv_rows, c.d_model}},
-        {"o_proj", {c.d_model, q_rows}}};
+    const std::pair<const char*, std::vector<int64_t>> projs[] = {{"q_proj", {q_rows, c.d_model}},
+                                                                  {"k_proj", {kv_rows, c.d_model}},
+                                                                  {"v_proj", {kv_rows, c.d_model}},
+                                                                  {"o_proj", {c.d_model, q_rows}}};
     for (const auto& [name, shape] : projs) {
       want[absl::StrCat(name, ".weight")] = {shape, true};
       want[absl::StrCat(name, ".bias")] = {{shape[0]}, false};
@@ -58,8 +57,8 @@ absl::Status ValidateLayerTensors(const kernels::LayerSpec& spec,
       return absl::InvalidArgumentError("linear layer has no tensor \"weight\", want [n, d]");
     }
     if (weight->shape.size() != 2) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "weight has shape ", ShapeText(weight->shape), ", want 2 dimensions [n, d]"));
+      return absl::InvalidArgumentError(absl::StrCat("weight has shape ", ShapeText(weight->shape),
+                                                     ", want 2 dimensions [n, d]"));
     }
     want["weight"] = {weight->shape, true};
     want["bias"] = {{weight->shape[0]}, false};
@@ -74,7 +73,8 @@ absl::Status ValidateLayerTensors(const kernels::LayerSpec& spec,
       std::vector<std::string> names;
       for (const auto& [n, w] : want) names.push_back(n);
       return absl::InvalidArgumentError(absl::StrCat("layer has an unknown tensor \"", t.name,
-                                                     "\", want one of ", absl::StrJoin(names, ", ")));
+                                                     "\", want one of ",
+                                                     absl::StrJoin(names, ", ")));
     }
     if (t.shape != it->second.first) {
       return absl::InvalidArgumentError(absl::StrCat(t.name, " has shape ", ShapeText(t.shape),
@@ -125,7 +125,7 @@ absl::StatusOr<std::shared_ptr<const LayerEntry>> LayerRegistry::Get(absl::strin
 }
 
 absl::StatusOr<LayerRegistry::Reservation> LayerRegistry::Reserve(uint64_t bytes,
-                                                                   absl::string_view id) {
+                                                                  absl::string_view id) {
   absl::MutexLock lock(&mu_);
   const uint64_t used = resident_ + reserved_;
   if (bytes > max_bytes_ || used > max_bytes_ - bytes) {
@@ -142,8 +142,9 @@ void LayerRegistry::Unreserve(uint64_t bytes) {
   reserved_ -= bytes;
 }
 
-absl::StatusOr<LayerRegistry::InsertResult> LayerRegistry::Insert(
-    std::unique_ptr<LayerEntry> entry, bool replace, Reservation reservation) {
+absl::StatusOr<LayerRegistry::InsertResult> LayerRegistry::Insert(std::unique_ptr<LayerEntry> entry,
+                                                                  bool replace,
+                                                                  Reservation reservation) {
   InsertResult result;
   std::shared_ptr<const LayerEntry> dropped;  // destroyed outside the lock
   {

@@ -44,8 +44,9 @@ Stats::Stats() : registry_(std::make_shared<prometheus::Registry>()) {
                        .Register(*registry_);
   errors_family_ = &prometheus::BuildCounter()
                         .Name("atp_request_errors_total")
-                        .Help("Requests that finished with a status other than OK, by operation "
-                              "and google.rpc.Code name")
+                        .Help(
+                            "Requests that finished with a status other than OK, by operation "
+                            "and google.rpc.Code name")
                         .Register(*registry_);
   rpc_family_ = &prometheus::BuildCounter()
                      .Name("atp_rpcs_total")
@@ -133,8 +134,7 @@ void Stats::Record(const RequestRecord& r) {
   }
   if (r.bytes_out > 0) send_hist_[i]->Observe(r.send_seconds);
   if (r.code != absl::StatusCode::kOk) {
-    errors_family_
-        ->Add({{"op", std::string(OpName(r.op))}, {"code", wire::StatusCodeName(r.code)}})
+    errors_family_->Add({{"op", std::string(OpName(r.op))}, {"code", wire::StatusCodeName(r.code)}})
         .Increment();
   }
 }

@@ -119,8 +119,7 @@ class Stats {
   prometheus::Family<prometheus::Counter>* rpc_family_;
   prometheus::Family<prometheus::Gauge>* info_family_;
   std::array<prometheus::Counter*, kNumOps> requests_, bytes_in_, bytes_out_;
-  std::array<prometheus::Histogram*, kNumOps> receive_hist_, queue_hist_, compute_hist_,
-      send_hist_;
+  std::array<prometheus::Histogram*, kNumOps> receive_hist_, queue_hist_, compute_hist_, send_hist_;
   prometheus::Gauge* queue_depth_gauge_;
   prometheus::Gauge* inflight_gauge_;
   prometheus::Gauge* inflight_bytes_gauge_;

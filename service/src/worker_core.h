@@ -36,13 +36,15 @@ class InflightBudget {
     {
       absl::MutexLock lock(&mu_);
       if (requests_ >= max_requests_) {
-        return absl::ResourceExhaustedError(absl::StrCat(
-            "the worker has ", requests_, " requests in flight, the limit (max_inflight_requests)"));
+        return absl::ResourceExhaustedError(
+            absl::StrCat("the worker has ", requests_,
+                         " requests in flight, the limit (max_inflight_requests)"));
       }
       if (bytes > max_bytes_ || bytes_ > max_bytes_ - bytes) {
-        return absl::ResourceExhaustedError(absl::StrCat(
-            "the request needs ", bytes, " bytes for its inputs and outputs, but ", bytes_,
-            " of the ", max_bytes_, " bytes for payloads in flight are in use (max_inflight_bytes)"));
+        return absl::ResourceExhaustedError(
+            absl::StrCat("the request needs ", bytes, " bytes for its inputs and outputs, but ",
+                         bytes_, " of the ", max_bytes_,
+                         " bytes for payloads in flight are in use (max_inflight_bytes)"));
       }
       n = ++requests_;
       b = (bytes_ += bytes);

@@ -3,10 +3,10 @@
 #include <algorithm>
 #include <cctype>
 #include <cstring>
-#include <optional>
 #include <fstream>
 #include <functional>
 #include <limits>
+#include <optional>
 #include <sstream>
 #include <vector>
 
@@ -38,8 +38,8 @@ absl::Status Bad(absl::string_view flag, absl::string_view value, absl::string_v
 
 template <typename T>
 std::function<absl::Status(absl::string_view, WorkerOptions*)> SetInt(const char* flag,
-                                                                       T WorkerOptions::*field,
-                                                                       int64_t lo, int64_t hi) {
+                                                                      T WorkerOptions::*field,
+                                                                      int64_t lo, int64_t hi) {
   return [=](absl::string_view v, WorkerOptions* o) {
     int64_t n;
     if (!absl::SimpleAtoi(v, &n) || n < lo || n > hi) {
@@ -52,13 +52,14 @@ std::function<absl::Status(absl::string_view, WorkerOptions*)> SetInt(const char
 
 template <typename T>
 std::function<absl::Status(absl::string_view, WorkerOptions*)> SetBytes(const char* flag,
-                                                                         T WorkerOptions::*field,
-                                                                         uint64_t lo, uint64_t hi) {
+                                                                        T WorkerOptions::*field,
+                                                                        uint64_t lo, uint64_t hi) {
   return [=](absl::string_view v, WorkerOptions* o) {
     auto n = ParseByteSize(v);
     if (!n.ok() || *n < lo || *n > hi) {
-      return Bad(flag, v, absl::StrCat("a byte size from ", lo, " to ", hi,
-                                       " (a number, optionally with KiB, MiB, GiB, KB, MB, GB)"));
+      return Bad(flag, v,
+                 absl::StrCat("a byte size from ", lo, " to ", hi,
+                              " (a number, optionally with KiB, MiB, GiB, KB, MB, GB)"));
     }
     o->*field = static_cast<T>(*n);
     return absl::OkStatus();
@@ -104,7 +105,8 @@ const std::vector<FlagDef>& Flags() {
        "Compute backend. auto: CUDA when a usable device exists, else the CPU.",
        [](const WorkerOptions& o) { return o.backend; },
        [](absl::string_view v, WorkerOptions* o) {
-         if (v != "auto" && v != "cpu" && v != "cuda") return Bad("backend", v, "auto, cpu or cuda");
+         if (v != "auto" && v != "cpu" && v != "cuda")
+           return Bad("backend", v, "auto, cpu or cuda");
          o->backend = std::string(v);
          return absl::OkStatus();
        }},
@@ -242,8 +244,8 @@ absl::Status ParseArgs(const std::vector<std::string>& args, int depth, WorkerFl
 
 absl::Status ReadFlagfile(absl::string_view path, int depth, WorkerFlags* out) {
   if (depth >= kMaxFlagfileDepth) {
-    return absl::InvalidArgumentError(absl::StrCat("--flagfile=", path, " nests more than ",
-                                                   kMaxFlagfileDepth, " flag files"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--flagfile=", path, " nests more than ", kMaxFlagfileDepth, " flag files"));
   }
   std::ifstream in{std::string(path)};
   if (!in) {
@@ -258,8 +260,8 @@ absl::Status ReadFlagfile(absl::string_view path, int depth, WorkerFlags* out) {
     absl::string_view text = absl::StripAsciiWhitespace(line);
     if (text.empty() || text[0] == '#') continue;
     if (!absl::StartsWith(text, "--")) {
-      return absl::InvalidArgumentError(absl::StrCat("--flagfile=", path, " line ", number,
-                                                     ": \"", text, "\" is not a --flag"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("--flagfile=", path, " line ", number, ": \"", text, "\" is not a --flag"));
     }
     args.emplace_back(text);
   }
@@ -310,8 +312,7 @@ absl::Status ParseArgs(const std::vector<std::string>& args, int depth, WorkerFl
       std::replace(dashed.begin(), dashed.end(), '_', '-');
       flag = FindFlag(dashed);
       if (flag == nullptr) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("unknown flag --", name, " (see --help)"));
+        return absl::InvalidArgumentError(absl::StrCat("unknown flag --", name, " (see --help)"));
       }
     }
     auto v = next_value();

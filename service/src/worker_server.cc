@@ -3,11 +3,11 @@
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/impl/server_builder_option.h>
+#include <malloc.h>
 #include <openssl/bio.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
-#include <malloc.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -90,19 +90,19 @@ absl::Status CheckKeyPair(const std::string& cert_pem, const std::string& key_pe
   X509* cert = PEM_read_bio_X509(cert_bio, nullptr, nullptr, nullptr);
   BIO_free(cert_bio);
   if (cert == nullptr) {
-    return absl::InvalidArgumentError(absl::StrCat("--tls-cert ", o.tls_cert,
-                                                   " holds no PEM certificate: ", OpenSslError()));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--tls-cert ", o.tls_cert, " holds no PEM certificate: ", OpenSslError()));
   }
   BIO* key_bio = BIO_new_mem_buf(key_pem.data(), static_cast<int>(key_pem.size()));
   EVP_PKEY* key = PEM_read_bio_PrivateKey(key_bio, nullptr, nullptr, nullptr);
   BIO_free(key_bio);
   absl::Status status;
   if (key == nullptr) {
-    status = absl::InvalidArgumentError(absl::StrCat("--tls-key ", o.tls_key,
-                                                     " holds no PEM private key: ", OpenSslError()));
+    status = absl::InvalidArgumentError(
+        absl::StrCat("--tls-key ", o.tls_key, " holds no PEM private key: ", OpenSslError()));
   } else if (X509_check_private_key(cert, key) != 1) {
-    status = absl::InvalidArgumentError(absl::StrCat("--tls-key ", o.tls_key,
-                                                     " is not the key of --tls-cert ", o.tls_cert));
+    status = absl::InvalidArgumentError(
+        absl::StrCat("--tls-key ", o.tls_key, " is not the key of --tls-cert ", o.tls_cert));
     ERR_clear_error();
   }
   EVP_PKEY_free(key);
@@ -303,8 +303,7 @@ absl::StatusOr<std::unique_ptr<WorkerServer>> WorkerServer::Start(
   if (!o.health_listen.empty()) {
     impl->probe_health_service = std::make_unique<HealthService>(&impl->health);
     grpc::ServerBuilder builder;
-    builder.AddListeningPort(o.health_listen, grpc::InsecureServerCredentials(),
-                             &impl->probe_port);
+    builder.AddListeningPort(o.health_listen, grpc::InsecureServerCredentials(), &impl->probe_port);
     builder.RegisterService(impl->probe_health_service.get());
     builder.SetOption(std::make_unique<ReflectionOption>(false));
     impl->probe_server = builder.BuildAndStart();
@@ -315,8 +314,8 @@ absl::StatusOr<std::unique_ptr<WorkerServer>> WorkerServer::Start(
     }
   }
   if (!o.metrics_listen.empty()) {
-    auto metrics = MetricsHttpServer::Start(o.metrics_listen,
-                                            [stats] { return stats->PrometheusText(); });
+    auto metrics =
+        MetricsHttpServer::Start(o.metrics_listen, [stats] { return stats->PrometheusText(); });
     if (!metrics.ok()) {
       if (impl->probe_server) impl->probe_server->Shutdown(std::chrono::system_clock::now());
       impl->server->Shutdown(std::chrono::system_clock::now());

@@ -59,7 +59,8 @@ class RegisterUpload final : public grpc::ServerReadReactor<grpc::ByteBuffer>,
 
   void OnStop() override {
     absl::MutexLock lock(&mu_);
-    FinishLocked(absl::UnavailableError("the worker is shutting down and its drain timeout ran out"));
+    FinishLocked(
+        absl::UnavailableError("the worker is shutting down and its drain timeout ran out"));
   }
 
   void OnReadDone(bool ok) override {
@@ -67,12 +68,14 @@ class RegisterUpload final : public grpc::ServerReadReactor<grpc::ByteBuffer>,
     if (finished_) return;
     if (!ok) {
       if (state_ == State::kHeader) {
-        FinishLocked(absl::InvalidArgumentError(
-            "the RegisterLayer stream ended before its LayerHeader"));
+        FinishLocked(
+            absl::InvalidArgumentError("the RegisterLayer stream ended before its LayerHeader"));
       } else if (state_ == State::kReceiving) {
-        FinishLocked(absl::InvalidArgumentError(
-            absl::StrCat("layer \"", plan_.layer_id, "\": the stream ended before every tensor "
-                         "was sent: ", assembler_->MissingStatus().message())));
+        FinishLocked(
+            absl::InvalidArgumentError(absl::StrCat("layer \"", plan_.layer_id,
+                                                    "\": the stream ended before every tensor "
+                                                    "was sent: ",
+                                                    assembler_->MissingStatus().message())));
       }
       return;  // kLoading: the executor finishes the call
     }
@@ -82,10 +85,9 @@ class RegisterUpload final : public grpc::ServerReadReactor<grpc::ByteBuffer>,
     absl::Status s = ReadBuffer(&read_buf_, &bytes);
     if (s.ok()) s = wire::DecodeStreamMessage(bytes.pieces, &msg);
     if (!s.ok()) {
-      FinishLocked(absl::InvalidArgumentError(
-          absl::StrCat("message ", messages_read_,
-                       " of the RegisterLayer stream is not an atp.v1.RegisterLayerRequest: ",
-                       s.message())));
+      FinishLocked(absl::InvalidArgumentError(absl::StrCat(
+          "message ", messages_read_,
+          " of the RegisterLayer stream is not an atp.v1.RegisterLayerRequest: ", s.message())));
       return;
     }
     if (state_ == State::kHeader) {
@@ -106,16 +108,15 @@ class RegisterUpload final : public grpc::ServerReadReactor<grpc::ByteBuffer>,
       }
     } else if (state_ == State::kReceiving) {
       if (msg.kind != wire::DecodedStreamMessage::Kind::kChunk) {
-        FinishLocked(absl::InvalidArgumentError(absl::StrCat(
-            "layer \"", plan_.layer_id, "\": message ", messages_read_,
-            " is not a chunk; a RegisterLayer stream has one header, then chunks")));
+        FinishLocked(absl::InvalidArgumentError(
+            absl::StrCat("layer \"", plan_.layer_id, "\": message ", messages_read_,
+                         " is not a chunk; a RegisterLayer stream has one header, then chunks")));
         return;
       }
-      absl::Status c =
-          assembler_->Add(msg.chunk.tensor_index, msg.chunk.offset, msg.chunk.data);
+      absl::Status c = assembler_->Add(msg.chunk.tensor_index, msg.chunk.offset, msg.chunk.data);
       if (!c.ok()) {
-        FinishLocked(absl::Status(c.code(), absl::StrCat("layer \"", plan_.layer_id, "\": ",
-                                                         c.message())));
+        FinishLocked(
+            absl::Status(c.code(), absl::StrCat("layer \"", plan_.layer_id, "\": ", c.message())));
         return;
       }
       if (assembler_->complete()) {
@@ -206,17 +207,16 @@ class RegisterUpload final : public grpc::ServerReadReactor<grpc::ByteBuffer>,
     std::vector<wire::DigestTensor> digest_tensors;
     for (size_t i = 0; i < plan_.tensors.size(); ++i) {
       const auto& t = plan_.tensors[i];
-      digest_tensors.push_back(
-          {t.name, t.dtype, t.shape,
-           absl::MakeConstSpan(static_cast<const uint8_t*>(tensors_[i].data()),
-                               tensors_[i].byte_size())});
+      digest_tensors.push_back({t.name, t.dtype, t.shape,
+                                absl::MakeConstSpan(static_cast<const uint8_t*>(tensors_[i].data()),
+                                                    tensors_[i].byte_size())});
     }
     const std::string digest = wire::LayerDigest(digest_tensors, plan_.digest_config);
     auto existing = core_->registry->Find(plan_.layer_id);
     if (!plan_.claimed_digest.empty() && plan_.claimed_digest != digest) {
-      status = absl::InvalidArgumentError(absl::StrCat(
-          "layer \"", plan_.layer_id, "\": the header claims digest ", plan_.claimed_digest,
-          " but the content has digest ", digest));
+      status = absl::InvalidArgumentError(
+          absl::StrCat("layer \"", plan_.layer_id, "\": the header claims digest ",
+                       plan_.claimed_digest, " but the content has digest ", digest));
     } else if (existing != nullptr && existing->digest == digest) {
       entry = existing;
       already = true;
@@ -232,9 +232,9 @@ class RegisterUpload final : public grpc::ServerReadReactor<grpc::ByteBuffer>,
       tensors_.clear();
       auto handle = backend.LoadLayer(std::move(spec));
       if (!handle.ok()) {
-        status = absl::Status(handle.status().code(),
-                              absl::StrCat("layer \"", plan_.layer_id, "\": ",
-                                           handle.status().message()));
+        status = absl::Status(
+            handle.status().code(),
+            absl::StrCat("layer \"", plan_.layer_id, "\": ", handle.status().message()));
       } else {
         auto e = std::make_unique<LayerEntry>();
         e->id = plan_.layer_id;
@@ -261,7 +261,8 @@ class RegisterUpload final : public grpc::ServerReadReactor<grpc::ByteBuffer>,
     absl::MutexLock lock(&mu_);
     if (status.ok()) {
       Log(LogLevel::kInfo, already ? "layer already registered" : "layer registered",
-          {{"layer_id", plan_.layer_id}, {"digest", entry->digest},
+          {{"layer_id", plan_.layer_id},
+           {"digest", entry->digest},
            {"resident_bytes", entry->resident_bytes}});
       ReplyLocked(*entry, already);
     } else {
@@ -286,15 +287,16 @@ class RegisterUpload final : public grpc::ServerReadReactor<grpc::ByteBuffer>,
     record.code = status.code();
     record.bytes_in = assembler_ ? assembler_->bytes_received() : plan_.payload_bytes;
     if (state_ == State::kHeader) record.bytes_in = 0;
-    record.receive_seconds =
-        received_ > start_ ? absl::ToDoubleSeconds(received_ - start_) : 0;
+    record.receive_seconds = received_ > start_ ? absl::ToDoubleSeconds(received_ - start_) : 0;
     record.queue_seconds = queue_seconds_;
     record.compute_seconds = load_seconds_;
     core_->stats->Record(record);
     if (!status.ok() && status.code() != absl::StatusCode::kCancelled) {
       Log(LogLevel::kInfo, "layer registration failed",
-          {{"peer", context_->peer()}, {"layer_id", plan_.layer_id},
-           {"code", wire::StatusCodeName(status.code())}, {"error", std::string(status.message())}});
+          {{"peer", context_->peer()},
+           {"layer_id", plan_.layer_id},
+           {"code", wire::StatusCodeName(status.code())},
+           {"error", std::string(status.message())}});
     }
     Finish(wire::ToGrpcStatus(status));
   }

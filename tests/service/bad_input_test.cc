@@ -12,9 +12,9 @@
 namespace atp::service::testing {
 namespace {
 
-using ::testing::HasSubstr;
 using kernels::DType;
 using kernels::Tensor;
+using ::testing::HasSubstr;
 
 constexpr int64_t kModel = 16;
 
@@ -360,9 +360,8 @@ TEST_F(BadInputTest, StreamDeadlineEndsTheStreamAndFreesItsRequests) {
     EXPECT_FALSE(session.Read().ok());
     EXPECT_EQ(session.Finish().error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
   }
-  auto stats = WaitForStatistics(stub(), [](const atp::v1::Statistics& s) {
-    return s.inflight_requests() == 0;
-  });
+  auto stats = WaitForStatistics(
+      stub(), [](const atp::v1::Statistics& s) { return s.inflight_requests() == 0; });
   EXPECT_EQ(stats.inflight_requests(), 0u);
   ExpectWorkerServes();
 }
@@ -394,9 +393,8 @@ TEST_F(BadInputTest, ClientThatVanishesMidStreamLeavesNothingBehind) {
     context.TryCancel();
     EXPECT_FALSE(writer->Finish().ok());
   }
-  auto stats = WaitForStatistics(stub(), [](const atp::v1::Statistics& s) {
-    return s.inflight_requests() == 0;
-  });
+  auto stats = WaitForStatistics(
+      stub(), [](const atp::v1::Statistics& s) { return s.inflight_requests() == 0; });
   EXPECT_EQ(stats.inflight_requests(), 0u);
   // The aborted upload's reservation is gone: a layer that needs most of the limit fits.
   auto fits = RegisterLayer(stub(), "fits", RandomLinearLayer(256, 900, false, 14));

@@ -111,9 +111,8 @@ class Process {
 };
 
 std::vector<std::string> WorkerArgs(std::vector<std::string> extra) {
-  std::vector<std::string> args = {ATP_WORKER_BINARY, "--listen=127.0.0.1:0",
-                                   "--metrics-listen=", "--backend=cpu", "--threads=1",
-                                   "--log-format=json"};
+  std::vector<std::string> args = {ATP_WORKER_BINARY, "--listen=127.0.0.1:0", "--metrics-listen=",
+                                   "--backend=cpu",   "--threads=1",          "--log-format=json"};
   args.insert(args.end(), extra.begin(), extra.end());
   return args;
 }
@@ -139,8 +138,8 @@ class DrainTest : public ::testing::Test {
     const std::string port =
         process_->WaitForLine("\"msg\":\"worker started\".*\"port\":([0-9]+)", absl::Seconds(30));
     ASSERT_FALSE(port.empty()) << process_->output();
-    channel_ = grpc::CreateChannel(absl::StrCat("127.0.0.1:", port),
-                                   grpc::InsecureChannelCredentials());
+    channel_ =
+        grpc::CreateChannel(absl::StrCat("127.0.0.1:", port), grpc::InsecureChannelCredentials());
     stub_ = atp::v1::Worker::NewStub(channel_);
     health_ = grpc::health::v1::Health::NewStub(channel_);
   }
@@ -170,9 +169,8 @@ TEST_F(DrainTest, SigtermFinishesAdmittedWorkRefusesNewWorkAndExitsZero) {
   ComputeSession session(*stub_);
   ASSERT_TRUE(session.SendHeader(ExactAttentionRequest(1, "attn", x, false)));
   ASSERT_TRUE(session.SendChunk(1, 0, 0, absl::string_view(bytes).substr(0, bytes.size() - 100)));
-  auto stats = WaitForStatistics(*stub_, [](const atp::v1::Statistics& s) {
-    return s.inflight_requests() == 1;
-  });
+  auto stats = WaitForStatistics(
+      *stub_, [](const atp::v1::Statistics& s) { return s.inflight_requests() == 1; });
   ASSERT_EQ(stats.inflight_requests(), 1u);  // admitted before the signal
 
   process_->Signal(SIGTERM);
@@ -189,7 +187,8 @@ TEST_F(DrainTest, SigtermFinishesAdmittedWorkRefusesNewWorkAndExitsZero) {
     EXPECT_EQ(late.Finish().error_code(), grpc::StatusCode::UNAVAILABLE);
   }
   // The admitted request completes.
-  ASSERT_TRUE(session.SendChunk(1, 0, bytes.size() - 100, absl::string_view(bytes).substr(bytes.size() - 100)));
+  ASSERT_TRUE(session.SendChunk(1, 0, bytes.size() - 100,
+                                absl::string_view(bytes).substr(bytes.size() - 100)));
   auto first = session.Read();
   ASSERT_TRUE(first.ok()) << first.status();
   EXPECT_TRUE(first->status.ok()) << first->status;
@@ -210,9 +209,8 @@ TEST_F(DrainTest, WorkPastTheDrainTimeoutIsCancelledAndTheExitIsStillZero) {
   const kernels::Tensor x = RandomTensor(kernels::DType::kF32, {64, 8}, 3);
   ComputeSession session(*stub_);
   ASSERT_TRUE(session.SendHeader(DecomposeRequest(1, x, 2)));  // its payload never comes
-  auto stats = WaitForStatistics(*stub_, [](const atp::v1::Statistics& s) {
-    return s.inflight_requests() == 1;
-  });
+  auto stats = WaitForStatistics(
+      *stub_, [](const atp::v1::Statistics& s) { return s.inflight_requests() == 1; });
   ASSERT_EQ(stats.inflight_requests(), 1u);
   process_->Signal(SIGTERM);
   EXPECT_EQ(process_->WaitForExit(absl::Seconds(30)), 0) << process_->output();

@@ -29,20 +29,19 @@ class SecurityTest : public ::testing::Test {
     const std::string d = *dir_;
     const std::string ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
     const std::string script = absl::StrCat(
-        "set -e; mkdir -p ", d, "; cd ", d, "\n",
-        "openssl req -x509 ", ec, " -keyout ca.key -out ca.pem -days 2 -subj '/CN=atp test CA'\n",
-        "openssl req -x509 ", ec, " -keyout rogue.key -out rogue.pem -days 2 -subj '/CN=rogue'\n",
-        "printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\\n' > san.ext\n",
-        "openssl req ", ec, " -keyout server.key -out server.csr -subj '/CN=localhost'\n",
+        "set -e; mkdir -p ", d, "; cd ", d, "\n", "openssl req -x509 ", ec,
+        " -keyout ca.key -out ca.pem -days 2 -subj '/CN=atp test CA'\n", "openssl req -x509 ", ec,
+        " -keyout rogue.key -out rogue.pem -days 2 -subj '/CN=rogue'\n",
+        "printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\\n' > san.ext\n", "openssl req ", ec,
+        " -keyout server.key -out server.csr -subj '/CN=localhost'\n",
         "openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 ",
-        "-extfile san.ext -out server.pem\n",
-        "openssl req ", ec, " -keyout client.key -out client.csr -subj '/CN=client'\n",
+        "-extfile san.ext -out server.pem\n", "openssl req ", ec,
+        " -keyout client.key -out client.csr -subj '/CN=client'\n",
         "openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 ",
-        "-out client.pem\n",
-        "openssl req ", ec, " -keyout evil.key -out evil.csr -subj '/CN=evil'\n",
+        "-out client.pem\n", "openssl req ", ec,
+        " -keyout evil.key -out evil.csr -subj '/CN=evil'\n",
         "openssl x509 -req -in evil.csr -CA rogue.pem -CAkey rogue.key -CAcreateserial -days 2 ",
-        "-out evil.pem\n",
-        "printf 'sesame-42\\n' > token\n");
+        "-out evil.pem\n", "printf 'sesame-42\\n' > token\n");
     const std::string path = absl::StrCat(d, ".sh");
     std::ofstream(path) << script;
     ASSERT_EQ(std::system(absl::StrCat("bash ", path, " >", d, ".log 2>&1").c_str()), 0)
@@ -76,8 +75,8 @@ class SecurityTest : public ::testing::Test {
   }
 
   static std::unique_ptr<atp::v1::Worker::Stub> PlainStub(int port) {
-    return atp::v1::Worker::NewStub(grpc::CreateChannel(absl::StrCat("127.0.0.1:", port),
-                                                        grpc::InsecureChannelCredentials()));
+    return atp::v1::Worker::NewStub(
+        grpc::CreateChannel(absl::StrCat("127.0.0.1:", port), grpc::InsecureChannelCredentials()));
   }
 
   static grpc::Status Info(atp::v1::Worker::Stub& stub, const std::string& token = "",
@@ -136,9 +135,8 @@ TEST_F(SecurityTest, BearerTokenIsRequiredOnEveryWorkerMethodBeforeAnyPayload) {
   EXPECT_THAT(missing.error_message(), HasSubstr("missing"));
   EXPECT_EQ(Info(stub, "sesame-43").error_code(), grpc::StatusCode::UNAUTHENTICATED);
 
-  for (const std::string& method :
-       {"/atp.v1.Worker/ListLayers", "/atp.v1.Worker/RemoveLayer",
-        "/atp.v1.Worker/GetStatistics"}) {
+  for (const std::string& method : {"/atp.v1.Worker/ListLayers", "/atp.v1.Worker/RemoveLayer",
+                                    "/atp.v1.Worker/GetStatistics"}) {
     EXPECT_EQ(CallWithBytes(worker->channel(), method, "", false).status.error_code(),
               grpc::StatusCode::UNAUTHENTICATED)
         << method;
@@ -172,8 +170,8 @@ TEST_F(SecurityTest, BearerTokenIsRequiredOnEveryWorkerMethodBeforeAnyPayload) {
 
   // Health needs no token, on the API port and on the probe port (Kubernetes sends none).
   for (int port : {worker->server().port(), worker->server().health_port()}) {
-    auto health = grpc::health::v1::Health::NewStub(grpc::CreateChannel(
-        absl::StrCat("127.0.0.1:", port), grpc::InsecureChannelCredentials()));
+    auto health = grpc::health::v1::Health::NewStub(
+        grpc::CreateChannel(absl::StrCat("127.0.0.1:", port), grpc::InsecureChannelCredentials()));
     grpc::ClientContext hc;
     Prepare(&hc, absl::Seconds(10));
     grpc::health::v1::HealthCheckRequest req;

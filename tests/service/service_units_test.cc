@@ -40,14 +40,28 @@ absl::StatusOr<WorkerFlags> Parse(std::vector<std::string> args) {
 }
 
 TEST(WorkerFlagsTest, ParsesEveryFlagByItsDashedName) {
-  auto f = Parse({"--listen=127.0.0.1:7000", "--health-listen", "0.0.0.0:7001",
-                  "--metrics-listen=", "--backend=cpu", "--device=1", "--threads=3",
-                  "--max-tensor-bytes=2GiB", "--max-sequence-length=4096", "--max-rank=64",
-                  "--max-inflight-requests=10", "--max-inflight-per-stream=2",
-                  "--max-queue-depth=5", "--max-inflight-bytes=1GB",
-                  "--max-resident-layer-bytes=512MiB", "--chunk-bytes=256KiB",
-                  "--tls-cert=c.pem", "--tls-key=k.pem", "--tls-client-ca=ca.pem",
-                  "--token-file=t", "--drain-timeout=1m30s", "--log-format=json",
+  auto f = Parse({"--listen=127.0.0.1:7000",
+                  "--health-listen",
+                  "0.0.0.0:7001",
+                  "--metrics-listen=",
+                  "--backend=cpu",
+                  "--device=1",
+                  "--threads=3",
+                  "--max-tensor-bytes=2GiB",
+                  "--max-sequence-length=4096",
+                  "--max-rank=64",
+                  "--max-inflight-requests=10",
+                  "--max-inflight-per-stream=2",
+                  "--max-queue-depth=5",
+                  "--max-inflight-bytes=1GB",
+                  "--max-resident-layer-bytes=512MiB",
+                  "--chunk-bytes=256KiB",
+                  "--tls-cert=c.pem",
+                  "--tls-key=k.pem",
+                  "--tls-client-ca=ca.pem",
+                  "--token-file=t",
+                  "--drain-timeout=1m30s",
+                  "--log-format=json",
                   "--log-level=debug"});
   ASSERT_TRUE(f.ok()) << f.status();
   const WorkerOptions& o = f->options;
@@ -136,12 +150,28 @@ TEST(WorkerFlagsTest, HelpDocumentsEveryFlag) {
   ASSERT_TRUE(f.ok());
   EXPECT_TRUE(f->help);
   const std::string usage = WorkerUsage("atp-worker");
-  for (const char* name :
-       {"listen", "health-listen", "metrics-listen", "backend", "device", "threads",
-        "max-tensor-bytes", "max-sequence-length", "max-rank", "max-inflight-requests",
-        "max-inflight-per-stream", "max-queue-depth", "max-inflight-bytes",
-        "max-resident-layer-bytes", "chunk-bytes", "tls-cert", "tls-key", "tls-client-ca",
-        "token-file", "drain-timeout", "log-format", "flagfile"}) {
+  for (const char* name : {"listen",
+                           "health-listen",
+                           "metrics-listen",
+                           "backend",
+                           "device",
+                           "threads",
+                           "max-tensor-bytes",
+                           "max-sequence-length",
+                           "max-rank",
+                           "max-inflight-requests",
+                           "max-inflight-per-stream",
+                           "max-queue-depth",
+                           "max-inflight-bytes",
+                           "max-resident-layer-bytes",
+                           "chunk-bytes",
+                           "tls-cert",
+                           "tls-key",
+                           "tls-client-ca",
+                           "token-file",
+                           "drain-timeout",
+                           "log-format",
+                           "flagfile"}) {
     EXPECT_THAT(usage, HasSubstr(absl::StrCat("--", name, "="))) << name;
   }
   EXPECT_THAT(usage, HasSubstr("(default: 0.0.0.0:50051)"));
@@ -285,7 +315,8 @@ TEST(TokenCheckTest, AcceptsOnlyTheRightBearerToken) {
   EXPECT_EQ(check->Check("Bearer s3cret-token-longer").code(), absl::StatusCode::kUnauthenticated);
   EXPECT_FALSE(TokenCheck::FromFile(TempFile("empty-token", "\n")).ok());
   EXPECT_FALSE(TokenCheck::FromToken("two words").ok());
-  EXPECT_EQ(TokenCheck::FromFile("/nonexistent/token").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(TokenCheck::FromFile("/nonexistent/token").status().code(),
+            absl::StatusCode::kNotFound);
 }
 
 TEST(LogTest, TextLinesQuoteWhatNeedsItAndJsonLinesEscape) {

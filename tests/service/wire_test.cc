@@ -50,8 +50,8 @@ TEST(Crc32cTest, MatchesPublishedCheckValues) {
 TEST(Crc32cTest, HardwareAndSoftwareAgreeWithBitwiseOracleOnAwkwardLengthsAndAlignments) {
   std::mt19937_64 rng(1);
   const std::vector<uint8_t> buf = RandomBytes(3 * 4096 * 3 + 64, rng);
-  const size_t lengths[] = {0, 1, 7, 8, 9, 63, 4095, 12288, 12289, 3 * 4096 * 2 + 17,
-                            3 * 4096 * 3 + 5};
+  const size_t lengths[] = {
+      0, 1, 7, 8, 9, 63, 4095, 12288, 12289, 3 * 4096 * 2 + 17, 3 * 4096 * 3 + 5};
   for (size_t align = 0; align < 8; ++align) {
     for (size_t n : lengths) {
       const uint8_t* p = buf.data() + align;
@@ -144,8 +144,7 @@ TEST(TensorHeaderTest, RejectsEachKindOfBadHeaderWithASpecificMessage) {
   EXPECT_THAT(CheckTensorHeader(h, 0, "x").status().message(), HasSubstr("[4,0]"));
   h = good;
   h.set_byte_size(31);
-  EXPECT_THAT(CheckTensorHeader(h, 0, "x").status().message(),
-              HasSubstr("byte_size 31, want 32"));
+  EXPECT_THAT(CheckTensorHeader(h, 0, "x").status().message(), HasSubstr("byte_size 31, want 32"));
   h = good;
   h.set_shape(0, int64_t{1} << 40);
   h.set_shape(1, int64_t{1} << 40);
@@ -358,9 +357,8 @@ TEST(StreamCodecTest, RejectsTruncatedAndMalformedBytesWithoutCrashing) {
   auto s = DecodeSplit(bytes.substr(0, bytes.size() - 1), rng, &out);
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(s.message(), HasSubstr("not a valid protobuf"));
-  EXPECT_FALSE(DecodeSplit(std::string("\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01", 11), rng,
-                           &out)
-                   .ok());
+  EXPECT_FALSE(
+      DecodeSplit(std::string("\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01", 11), rng, &out).ok());
   EXPECT_FALSE(DecodeSplit(std::string("\x0b", 1), rng, &out).ok());  // group wire type
   // Random garbage never crashes and never yields data beyond its input.
   for (int trial = 0; trial < 2000; ++trial) {

@@ -196,7 +196,9 @@ ComputeSession::~ComputeSession() {
   }
 }
 
-bool ComputeSession::Send(const atp::v1::ComputeRequest& request) { return stream_->Write(request); }
+bool ComputeSession::Send(const atp::v1::ComputeRequest& request) {
+  return stream_->Write(request);
+}
 
 bool ComputeSession::SendHeader(const atp::v1::RequestHeader& header) {
   atp::v1::ComputeRequest r;
@@ -220,9 +222,9 @@ bool ComputeSession::SendTensor(uint64_t request_id, uint32_t tensor_index, cons
   wire::ChunkSplitter split(t.byte_size(), chunk_bytes);
   while (!split.done()) {
     auto piece = split.Next();
-    if (!SendChunk(request_id, tensor_index, piece.offset,
-                   absl::string_view(static_cast<const char*>(t.data()) + piece.offset,
-                                     piece.length))) {
+    if (!SendChunk(
+            request_id, tensor_index, piece.offset,
+            absl::string_view(static_cast<const char*>(t.data()) + piece.offset, piece.length))) {
       return false;
     }
   }
@@ -257,8 +259,8 @@ absl::StatusOr<Response> ComputeSession::Read() {
     if (!layout.ok()) return layout.status();
     r.outputs.emplace_back(static_cast<DType>(h.dtype()), layout->shape);
     Tensor& t = r.outputs.back();
-    targets.push_back({h.name(), absl::MakeSpan(static_cast<uint8_t*>(t.data()), t.byte_size()),
-                       h.crc32c()});
+    targets.push_back(
+        {h.name(), absl::MakeSpan(static_cast<uint8_t*>(t.data()), t.byte_size()), h.crc32c()});
   }
   wire::TensorAssembler assembler(std::move(targets), 0);
   while (!assembler.complete()) {
@@ -445,7 +447,8 @@ absl::StatusOr<std::string> HttpGet(int port, const std::string& path) {
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
     ::close(fd);
-    return absl::UnavailableError(absl::StrCat("connect to port ", port, ": ", std::strerror(errno)));
+    return absl::UnavailableError(
+        absl::StrCat("connect to port ", port, ": ", std::strerror(errno)));
   }
   const std::string request = absl::StrCat("GET ", path, " HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
   (void)!::send(fd, request.data(), request.size(), MSG_NOSIGNAL);

@@ -122,8 +122,7 @@ atp::v1::RequestHeader AtpAttentionRequest(uint64_t id, const std::string& layer
                                            std::optional<uint32_t> fixed_rank = std::nullopt);
 atp::v1::RequestHeader ExactAttentionRequest(uint64_t id, const std::string& layer_id,
                                              const kernels::Tensor& x, bool causal);
-atp::v1::RequestHeader DecomposeRequest(uint64_t id, const kernels::Tensor& x,
-                                        uint32_t fixed_rank);
+atp::v1::RequestHeader DecomposeRequest(uint64_t id, const kernels::Tensor& x, uint32_t fixed_rank);
 atp::v1::RequestHeader LowRankDenseRequest(uint64_t id, const std::string& layer_id,
                                            const std::string& weight, const kernels::Tensor& x,
                                            uint32_t fixed_rank, bool factored_output);
@@ -132,8 +131,7 @@ atp::v1::RequestHeader LowRankFactoredRequest(uint64_t id, const std::string& la
                                               const kernels::Tensor& c, bool factored_output);
 
 // Header + inputs on a fresh stream, one response, then the stream's end.
-absl::StatusOr<Response> RunOne(atp::v1::Worker::Stub& stub,
-                                const atp::v1::RequestHeader& header,
+absl::StatusOr<Response> RunOne(atp::v1::Worker::Stub& stub, const atp::v1::RequestHeader& header,
                                 const std::vector<const kernels::Tensor*>& inputs);
 
 // Byte-for-byte equality of two tensors (dtype, shape and payload).

@@ -16,9 +16,9 @@
 namespace atp::service::testing {
 namespace {
 
-using ::testing::HasSubstr;
 using kernels::DType;
 using kernels::Tensor;
+using ::testing::HasSubstr;
 
 constexpr int64_t kModel = 24;
 constexpr int64_t kLength = 37;
@@ -149,9 +149,8 @@ TEST_F(WorkerTest, ServerInfoAdvertisesBackendLimitsAndOperations) {
   EXPECT_GT(info.limits().max_resident_layer_bytes(), 0u);
   EXPECT_EQ(info.limits().max_queue_depth(), 32u);
   EXPECT_EQ(info.limits().max_inflight_bytes(), uint64_t{4} << 30);
-  EXPECT_THAT(info.operations(), ::testing::UnorderedElementsAre(
-                                     "atp_attention", "exact_attention", "lowrank_linear",
-                                     "decompose"));
+  EXPECT_THAT(info.operations(), ::testing::UnorderedElementsAre("atp_attention", "exact_attention",
+                                                                 "lowrank_linear", "decompose"));
   EXPECT_FALSE(info.requires_token());
 }
 
@@ -329,7 +328,10 @@ TEST(WorkerMetricsTest, PrometheusEndpointIsScrapedOverHttp) {
   ASSERT_NE(worker, nullptr);
   ASSERT_GT(worker->server().metrics_port(), 0);
   const Tensor x = RandomTensor(DType::kF32, {9, 4}, 16);
-  { auto r = RunOne(worker->stub(), DecomposeRequest(1, x, 2), {&x}); ASSERT_TRUE(r.ok()) << r.status(); }
+  {
+    auto r = RunOne(worker->stub(), DecomposeRequest(1, x, 2), {&x});
+    ASSERT_TRUE(r.ok()) << r.status();
+  }
   // Statistics are recorded as a call completes on the worker, which may be just after the
   // client has its answer: scrape until they are in (bounded).
   const std::vector<std::string> want = {
@@ -469,9 +471,8 @@ TEST_F(WorkerTest, ManyConcurrentStreamsFromSeveralThreadsAllGetTheirOwnResults)
   }
   for (auto& t : threads) t.join();
   EXPECT_EQ(failures.load(), 0);
-  auto stats = WaitForStatistics(stub(), [](const atp::v1::Statistics& s) {
-    return s.inflight_requests() == 0;
-  });
+  auto stats = WaitForStatistics(
+      stub(), [](const atp::v1::Statistics& s) { return s.inflight_requests() == 0; });
   EXPECT_EQ(stats.inflight_requests(), 0u);
 }
 

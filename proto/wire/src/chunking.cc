@@ -17,15 +17,15 @@ absl::Status TensorAssembler::Add(uint32_t tensor_index, uint64_t offset,
   uint64_t size = 0;
   for (const auto& p : pieces) size += p.size();
   if (complete()) {
-    return absl::InvalidArgumentError(absl::StrCat("chunk for tensor ", tensor_index,
-                                                   " arrived after every input tensor was complete"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "chunk for tensor ", tensor_index, " arrived after every input tensor was complete"));
   }
   Target& t = targets_[current_];
   if (tensor_index != current_) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "chunk for tensor ", tensor_index, " arrived while tensor ", current_, " (", t.name,
-        ") has ", received_, " of ", t.buffer.size(),
-        " bytes (tensors are sent in order, each complete before the next)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("chunk for tensor ", tensor_index, " arrived while tensor ", current_, " (",
+                     t.name, ") has ", received_, " of ", t.buffer.size(),
+                     " bytes (tensors are sent in order, each complete before the next)"));
   }
   if (max_chunk_bytes_ != 0 && size > max_chunk_bytes_) {
     return absl::ResourceExhaustedError(absl::StrCat("chunk of ", t.name, " carries ", size,
@@ -33,9 +33,9 @@ absl::Status TensorAssembler::Add(uint32_t tensor_index, uint64_t offset,
                                                      max_chunk_bytes_, " bytes"));
   }
   if (offset != received_) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("chunk of ", t.name, " has offset ", offset, ", want ", received_,
-                     " (chunks are sent in order without gaps)"));
+    return absl::InvalidArgumentError(absl::StrCat("chunk of ", t.name, " has offset ", offset,
+                                                   ", want ", received_,
+                                                   " (chunks are sent in order without gaps)"));
   }
   if (size > t.buffer.size() - received_) {
     return absl::InvalidArgumentError(
@@ -52,9 +52,8 @@ absl::Status TensorAssembler::Add(uint32_t tensor_index, uint64_t offset,
   total_received_ += size;
   if (received_ == t.buffer.size()) {
     if (crc_ != t.crc32c) {
-      return absl::InvalidArgumentError(
-          absl::StrFormat("%s has CRC-32C 0x%08x, but its header says 0x%08x", t.name, crc_,
-                          t.crc32c));
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "%s has CRC-32C 0x%08x, but its header says 0x%08x", t.name, crc_, t.crc32c));
     }
     ++current_;
     received_ = 0;
@@ -66,8 +65,8 @@ absl::Status TensorAssembler::Add(uint32_t tensor_index, uint64_t offset,
 absl::Status TensorAssembler::MissingStatus() const {
   if (complete()) return absl::OkStatus();
   const Target& t = targets_[current_];
-  return absl::InvalidArgumentError(absl::StrCat(t.name, " ended after ", received_, " of ",
-                                                 t.buffer.size(), " bytes"));
+  return absl::InvalidArgumentError(
+      absl::StrCat(t.name, " ended after ", received_, " of ", t.buffer.size(), " bytes"));
 }
 
 }  // namespace atp::wire

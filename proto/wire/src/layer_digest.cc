@@ -14,8 +14,8 @@ namespace atp::wire {
 
 Sha256::Sha256() : ctx_(EVP_MD_CTX_new()) {
   // Allocation failure of a few bytes is not an input error: treat it as fatal.
-  if (ctx_ == nullptr || EVP_DigestInit_ex(static_cast<EVP_MD_CTX*>(ctx_), EVP_sha256(),
-                                           nullptr) != 1) {
+  if (ctx_ == nullptr ||
+      EVP_DigestInit_ex(static_cast<EVP_MD_CTX*>(ctx_), EVP_sha256(), nullptr) != 1) {
     std::abort();
   }
 }
@@ -68,9 +68,8 @@ std::string AttentionDigestConfig(int64_t d_model, int64_t num_heads, int64_t nu
   const float s = scale > 0.0f ? scale : 1.0f / std::sqrt(static_cast<float>(head_dim));
   char scale_text[64];
   std::snprintf(scale_text, sizeof(scale_text), "%.9g", static_cast<double>(s));
-  return absl::StrCat("attention:d_model=", d_model, ";num_heads=", num_heads,
-                      ";num_kv_heads=", kv, ";head_dim=", head_dim, ";scale=", scale_text,
-                      ";key_scale=", key_scale);
+  return absl::StrCat("attention:d_model=", d_model, ";num_heads=", num_heads, ";num_kv_heads=", kv,
+                      ";head_dim=", head_dim, ";scale=", scale_text, ";key_scale=", key_scale);
 }
 
 std::string LayerDigest(absl::Span<const DigestTensor> tensors, absl::string_view config_text) {

@@ -53,7 +53,9 @@ class Reader {
     return true;
   }
 
-  bool Skip(uint64_t n) { return ReadPieces<absl::InlinedVector<absl::Span<const uint8_t>, 4>>(n, nullptr); }
+  bool Skip(uint64_t n) {
+    return ReadPieces<absl::InlinedVector<absl::Span<const uint8_t>, 4>>(n, nullptr);
+  }
 
  private:
   void Advance(uint64_t n) {
@@ -161,7 +163,8 @@ absl::Status DecodeStreamMessage(BytePieces pieces, DecodedStreamMessage* out) {
         if (out->kind != DecodedStreamMessage::Kind::kHeader) out->header.clear();
         absl::InlinedVector<absl::Span<const uint8_t>, 4> parts;
         r.ReadPieces(len, &parts);
-        for (const auto& p : parts) out->header.append(reinterpret_cast<const char*>(p.data()), p.size());
+        for (const auto& p : parts)
+          out->header.append(reinterpret_cast<const char*>(p.data()), p.size());
         out->kind = DecodedStreamMessage::Kind::kHeader;
         out->chunk = DecodedChunk();
       } else {

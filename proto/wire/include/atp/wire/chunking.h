@@ -2,8 +2,9 @@
 //
 // A payload travels as Chunk messages of at most the negotiated chunk size, in order and without
 // gaps (atp.v1.Chunk). The sender walks it with ChunkSplitter; the receiver allocates each tensor
-// once, from its already admitted header, and fills it with TensorAssembler, which checks the order,
-// the bounds and the CRC-32C. Nothing else is buffered. Not thread-safe: one assembler per request.
+// once, from its already admitted header, and fills it with TensorAssembler, which checks the
+// order, the bounds and the CRC-32C. Nothing else is buffered. Not thread-safe: one assembler per
+// request.
 #ifndef ATP_WIRE_CHUNKING_H_
 #define ATP_WIRE_CHUNKING_H_
 
@@ -83,9 +84,9 @@ class TensorAssembler {
  private:
   std::vector<Target> targets_;
   uint64_t max_chunk_bytes_;
-  size_t current_ = 0;         // index of the tensor being received
-  uint64_t received_ = 0;      // bytes of targets_[current_] received
-  uint32_t crc_ = 0;           // running CRC-32C of targets_[current_]
+  size_t current_ = 0;     // index of the tensor being received
+  uint64_t received_ = 0;  // bytes of targets_[current_] received
+  uint32_t crc_ = 0;       // running CRC-32C of targets_[current_]
   uint64_t total_received_ = 0;
 };
 

@@ -50,7 +50,8 @@ struct DigestTensor {
 
 // The configuration text of an attention layer: "attention:d_model=…;num_heads=…;num_kv_heads=…;
 // head_dim=…;scale=…;key_scale=…". num_kv_heads 0 is resolved to num_heads and scale 0 to
-// 1/sqrt(head_dim) (computed in float, as the kernels do) before printing; the scale is printed with
+// 1/sqrt(head_dim) (computed in float, as the kernels do) before printing; the scale is printed
+// with
 // "%.9g". key_scale is the atp.v1.KeyScale number.
 std::string AttentionDigestConfig(int64_t d_model, int64_t num_heads, int64_t num_kv_heads,
                                   int64_t head_dim, float scale, int key_scale);

@@ -4,10 +4,10 @@
 #ifndef ATP_WIRE_STATUS_H_
 #define ATP_WIRE_STATUS_H_
 
+#include <grpcpp/support/status.h>
+
 #include <cstdint>
 #include <string>
-
-#include <grpcpp/support/status.h>
 
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"

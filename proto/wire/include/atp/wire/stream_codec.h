@@ -6,10 +6,10 @@
 // DecodeStreamMessage reads such a message from the pieces a transport received it in (for gRPC,
 // the slices of a ByteBuffer) and returns the header's bytes (to parse with protobuf; headers are
 // small) or the chunk's fields with its data as borrowed pieces, so that the payload is copied
-// exactly once, into its destination. EncodeChunkPrefix writes the bytes that precede a chunk's data,
-// so that a sender can send the data from its own buffer. Both follow the protobuf wire format
-// exactly (unknown fields skipped, last value of a field wins), so any protobuf implementation is a
-// peer. Thread-safe: pure functions.
+// exactly once, into its destination. EncodeChunkPrefix writes the bytes that precede a chunk's
+// data, so that a sender can send the data from its own buffer. Both follow the protobuf wire
+// format exactly (unknown fields skipped, last value of a field wins), so any protobuf
+// implementation is a peer. Thread-safe: pure functions.
 #ifndef ATP_WIRE_STREAM_CODEC_H_
 #define ATP_WIRE_STREAM_CODEC_H_
 
@@ -44,9 +44,9 @@ struct DecodedStreamMessage {
   DecodedChunk chunk;
 };
 
-// Decodes a message of the shape above from `pieces` (its bytes in order). INVALID_ARGUMENT when the
-// bytes are not a valid protobuf encoding (truncated, malformed varint, group wire type, a length
-// past the end). The header is returned unparsed.
+// Decodes a message of the shape above from `pieces` (its bytes in order). INVALID_ARGUMENT when
+// the bytes are not a valid protobuf encoding (truncated, malformed varint, group wire type, a
+// length past the end). The header is returned unparsed.
 absl::Status DecodeStreamMessage(BytePieces pieces, DecodedStreamMessage* out);
 
 // The encoding of a message of the shape above whose `chunk` is {request_id, tensor_index, offset,
