@@ -353,6 +353,28 @@ TEST_F(BadInputTest, RequestTimeoutIsDeadlineExceededInBand) {
   ExpectServesNext(session);
 }
 
+TEST_F(BadInputTest, TimeoutPassingDuringLongWorkIsDeadlineExceededAndTheWorkerGoesOn) {
+  // Exact attention over 4096 tokens takes far longer than 5 ms; wherever the deadline finds the
+  // request (receiving, queued or between compute steps), the answer is DEADLINE_EXCEEDED.
+  auto worker = TestWorker::Start();  // default limits: 4096 tokens are allowed
+  ASSERT_NE(worker, nullptr);
+  ASSERT_TRUE(
+      RegisterLayer(worker->stub(), "wide", RandomAttentionLayer(128, 4, 4, 32, false, 30)).ok());
+  const Tensor x = RandomTensor(DType::kF32, {4096, 128}, 31);
+  ComputeSession session(worker->stub());
+  auto header = ExactAttentionRequest(1, "wide", x, false);
+  header.set_timeout_ms(5);
+  ASSERT_TRUE(session.SendRequest(header, {&x}));
+  auto got = session.Read();
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(got->status.code(), absl::StatusCode::kDeadlineExceeded) << got->status;
+  EXPECT_THAT(got->status.message(), HasSubstr("timeout_ms of 5"));
+  ASSERT_TRUE(session.SendRequest(DecomposeRequest(2, x_, 2), {&x_}));
+  auto next = session.Read();
+  ASSERT_TRUE(next.ok());
+  EXPECT_TRUE(next->status.ok()) << next->status;
+}
+
 TEST_F(BadInputTest, StreamDeadlineEndsTheStreamAndFreesItsRequests) {
   {
     ComputeSession session(stub(), absl::Milliseconds(300));

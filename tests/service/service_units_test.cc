@@ -20,6 +20,7 @@
 #include "layer_registry.h"
 #include "log.h"
 #include "metrics_http.h"
+#include "payload_pool.h"
 #include "token_check.h"
 
 namespace atp::service {
@@ -233,6 +234,31 @@ std::unique_ptr<LayerEntry> Entry(kernels::Backend& backend, const std::string& 
   e->resident_bytes = bytes;
   e->handle = *std::move(handle);
   return e;
+}
+
+TEST(PayloadPoolTest, ReusesReleasedBuffersUpToItsCap) {
+  PayloadPool pool(/*max_cached_bytes=*/8 << 20);
+  uint8_t* first;
+  {
+    PooledBuffer a = pool.Acquire(3 << 20);  // size class 4 MiB
+    ASSERT_NE(a.data(), nullptr);
+    EXPECT_EQ(a.size(), size_t{3} << 20);
+    a.data()[0] = 1;
+    a.data()[a.size() - 1] = 2;
+    first = a.data();
+  }
+  EXPECT_EQ(pool.cached_bytes(), uint64_t{4} << 20);
+  PooledBuffer b = pool.Acquire(4 << 20);
+  EXPECT_EQ(b.data(), first);  // the same memory again
+  EXPECT_EQ(pool.cached_bytes(), 0u);
+  {
+    PooledBuffer c = pool.Acquire(16 << 20);  // larger than the cap: not kept
+    PooledBuffer small = pool.Acquire(100);   // small buffers come from the heap
+    small.data()[99] = 7;
+  }
+  EXPECT_EQ(pool.cached_bytes(), 0u);
+  PooledBuffer moved = std::move(b);
+  EXPECT_EQ(moved.data(), first);
 }
 
 TEST(LayerRegistryTest, AccountsMemoryAndResolvesConflictsByDigest) {

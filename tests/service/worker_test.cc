@@ -404,6 +404,20 @@ TEST(WorkerHealthTest, CheckAndWatchFollowReadinessThroughADrain) {
     EXPECT_EQ(info.status.error_code(), grpc::StatusCode::UNIMPLEMENTED);
   }
 
+  {
+    // Watch of a name the worker does not report: SERVICE_UNKNOWN, and the watch stays open.
+    grpc::ClientContext context;
+    Prepare(&context);
+    grpc::health::v1::HealthCheckRequest unknown;
+    unknown.set_service("no.such.Service");
+    auto watch = health->Watch(&context, unknown);
+    grpc::health::v1::HealthCheckResponse first;
+    ASSERT_TRUE(watch->Read(&first));
+    EXPECT_EQ(first.status(), grpc::health::v1::HealthCheckResponse::SERVICE_UNKNOWN);
+    context.TryCancel();
+    EXPECT_EQ(watch->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  }
+
   grpc::ClientContext watch_context;
   Prepare(&watch_context);
   grpc::health::v1::HealthCheckRequest req;
