@@ -67,6 +67,7 @@ struct Request {
   std::vector<InputBuffer> inputs;
   std::optional<wire::TensorAssembler> assembler;
   uint64_t input_bytes = 0;
+  uint64_t received_bytes = 0;
   // Bytes held in the worker's in-flight budget, and whether a request slot is held.
   uint64_t reserved_bytes = 0;
   bool admitted = false;
@@ -320,6 +321,7 @@ class ComputeStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grp
     std::shared_ptr<Request> req = it->second;
     absl::Status s = CheckAlive(*req, "while receiving its input");
     if (s.ok()) s = req->assembler->Add(chunk.tensor_index, chunk.offset, chunk.data);
+    req->received_bytes = req->assembler->bytes_received();
     if (!s.ok()) {
       receiving_.erase(it);
       if (s.code() == absl::StatusCode::kInvalidArgument ||
@@ -580,7 +582,7 @@ class ComputeStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grp
     RequestRecord record;
     record.op = *r.op;
     record.code = code;
-    record.bytes_in = r.state == Request::State::kReceiving ? 0 : r.input_bytes;
+    record.bytes_in = r.received_bytes;
     record.bytes_out = r.bytes_out;
     record.receive_seconds = Seconds(r.header_time, r.input_done);
     record.queue_seconds = Seconds(r.input_done, r.compute_start);

@@ -6,6 +6,9 @@
 // the chunks sent straight from the output tensors. Per-request errors are in-band and leave the
 // stream's other requests alone; a message that is not a ComputeRequest, or a chunk for no
 // request, ends the stream with INVALID_ARGUMENT after the requests already complete are answered.
+//
+// Thread-safety: each stream is one reactor whose state is guarded by its own mutex; gRPC threads
+// (reads, writes) and the executor thread (results) meet there.
 #ifndef ATP_SERVICE_COMPUTE_STREAM_H_
 #define ATP_SERVICE_COMPUTE_STREAM_H_
 
