@@ -16,7 +16,10 @@ struct LayerSpec::Data {
   Kind kind = Kind::kAttention;
   AttentionConfig attention;
   std::optional<RankPolicy> linear_default_rank;
+  // While building; moved into shared_weights once validated.
   std::map<std::string, Tensor> weights;
+  // Shared by renamed copies.
+  std::shared_ptr<const std::map<std::string, Tensor>> shared_weights;
   uint64_t weight_bytes = 0;
   std::string digest;
 };
@@ -239,6 +242,9 @@ absl::StatusOr<LayerSpec> LayerSpec::Build(Data data) {
     if (auto s = ValidateLinear(data); !s.ok()) return s;
     data.digest = wire::LayerDigest(digest_tensors, wire::kLinearDigestConfig);
   }
+  data.shared_weights =
+      std::make_shared<const std::map<std::string, Tensor>>(std::move(data.weights));
+  data.weights.clear();
   return LayerSpec(std::make_shared<const Data>(std::move(data)));
 }
 
@@ -360,14 +366,27 @@ const AttentionConfig& LayerSpec::attention() const { return data_->attention; }
 const std::optional<RankPolicy>& LayerSpec::linear_default_rank() const {
   return data_->linear_default_rank;
 }
-const std::map<std::string, Tensor>& LayerSpec::weights() const { return data_->weights; }
+const std::map<std::string, Tensor>& LayerSpec::weights() const { return *data_->shared_weights; }
+
+absl::StatusOr<LayerSpec> LayerSpec::Renamed(std::string id) const {
+  if (auto s = CheckLayerId(id); !s.ok()) return s;
+  auto d = std::make_shared<Data>();
+  d->id = std::move(id);
+  d->kind = data_->kind;
+  d->attention = data_->attention;
+  d->linear_default_rank = data_->linear_default_rank;
+  d->shared_weights = data_->shared_weights;
+  d->weight_bytes = data_->weight_bytes;
+  d->digest = data_->digest;
+  return LayerSpec(std::move(d));
+}
 uint64_t LayerSpec::weight_bytes() const { return data_->weight_bytes; }
 const std::string& LayerSpec::digest() const { return data_->digest; }
 
 absl::StatusOr<std::pair<int64_t, int64_t>> LayerSpec::LinearShape(absl::string_view weight) const {
   const std::string name = weight.empty() ? "weight" : absl::StrCat(weight, ".weight");
-  auto it = data_->weights.find(name);
-  if (it == data_->weights.end()) {
+  auto it = data_->shared_weights->find(name);
+  if (it == data_->shared_weights->end()) {
     return absl::NotFoundError(
         absl::StrCat("layer ", data_->id, " has no linear map \"", weight, "\" (no ", name, ")"));
   }
@@ -375,8 +394,8 @@ absl::StatusOr<std::pair<int64_t, int64_t>> LayerSpec::LinearShape(absl::string_
 }
 
 bool LayerSpec::HasBias(absl::string_view weight) const {
-  return data_->weights.contains(weight.empty() ? std::string("bias")
-                                                : absl::StrCat(weight, ".bias"));
+  return data_->shared_weights->contains(weight.empty() ? std::string("bias")
+                                                        : absl::StrCat(weight, ".bias"));
 }
 
 }  // namespace atp::client

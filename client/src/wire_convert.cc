@@ -67,6 +67,8 @@ ServerInfo FromServerInfo(const atp::v1::ServerInfo& info) {
   out.limits.max_inflight_requests = l.max_inflight_requests();
   out.limits.max_inflight_per_stream = l.max_inflight_per_stream();
   out.limits.max_resident_layer_bytes = l.max_resident_layer_bytes();
+  out.limits.max_queue_depth = l.max_queue_depth();
+  out.limits.max_inflight_bytes = l.max_inflight_bytes();
   out.operations.assign(info.operations().begin(), info.operations().end());
   out.requires_token = info.requires_token();
   return out;

@@ -72,6 +72,18 @@ class WorkerProcess {
 // The atp-worker binary: $ATP_WORKER_BINARY, else the one this build made.
 std::string WorkerBinary();
 
+// What a finished command printed and returned.
+struct CommandResult {
+  int exit_code = -1;  // 128 + signal when killed
+  std::string out;
+  std::string err;
+};
+
+// Runs `argv` (argv[0] is the program's path) to completion, up to `timeout` (then it is killed
+// and DEADLINE_EXCEEDED returned).
+absl::StatusOr<CommandResult> RunCommand(const std::vector<std::string>& argv,
+                                         absl::Duration timeout = absl::Seconds(120));
+
 }  // namespace atp::testing
 
 #endif  // ATP_TESTS_CLIENT_WORKER_PROCESS_H_

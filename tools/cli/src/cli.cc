@@ -18,6 +18,7 @@
 #include "atp/kernels/backend.h"
 #include "executor.h"
 #include "generate.h"
+#include "worker_commands.h"
 
 namespace atp::cli {
 namespace {
@@ -36,6 +37,8 @@ constexpr char kTopHelp[] =
 Usage:
   atp run <op> [options]          compute one op on files
   atp generate <what> [options]   write a random layer or input, for demos and tests
+  atp info --target HOST:PORT     an atp worker's server info and limits
+  atp health --target HOST:PORT   exit 0 only when an atp worker is ready
   atp <command> --help            every option of a command
   atp --version
 
@@ -62,6 +65,10 @@ Output:
   atp run prints one line of key=value pairs, for example
     rank=64 energy=0.973100 shape=[512,256] dtype=f32 compute_ms=3.104 output=Y.npy
   (rank and energy where a decomposition is made; compute_ms includes loading the layer).
+
+Remote:
+  Every `atp run` op takes --target HOST:PORT (with --tls-ca FILE, --token-file FILE) to compute on
+  an atp-worker instead of in-process; on the same backend the result is the same bit for bit.
 
 Exit status: 0 on success, 1 when the work fails (a bad file, a failed computation), 2 for a bad
 command line. Errors are one line on stderr.
@@ -221,6 +228,7 @@ void AddExecutionOptions(ArgParser& p) {
   p.AddSection("Execution:");
   p.AddOption("backend", "KIND",
               "cpu (default), cuda, or auto (cuda when a device is usable, else cpu)");
+  AddRemoteOptions(p, /*for_run=*/true);
 }
 
 absl::StatusOr<ExecutorOptions> ParseExecutionOptions(const ArgParser& p) {
@@ -228,6 +236,15 @@ absl::StatusOr<ExecutorOptions> ParseExecutionOptions(const ArgParser& p) {
   absl::StatusOr<std::string> backend = p.GetChoice("backend", "cpu", {"cpu", "cuda", "auto"});
   if (!backend.ok()) return backend.status();
   options.backend = *backend;
+  absl::StatusOr<RemoteOptions> remote = ParseRemoteOptions(p);
+  if (!remote.ok()) return remote.status();
+  if (!remote->target.empty() && p.Has("backend")) {
+    return p.Error("--backend applies to local runs: with --target the worker's backend computes");
+  }
+  options.target = remote->target;
+  options.tls_ca = remote->tls_ca;
+  options.token_file = remote->token_file;
+  options.timeout = remote->timeout;
   return options;
 }
 
@@ -853,7 +870,7 @@ int RunCliUnguarded(absl::Span<const std::string> args, const Io& io) {
   std::ostream& out = io.out;
   std::ostream& err = io.err;
   if (args.empty()) {
-    return Fail(err, UsageError("atp: want a command: run or generate"), "atp");
+    return Fail(err, UsageError("atp: want a command: run, generate, info or health"), "atp");
   }
   const std::string& first = args[0];
   if (first == "--help" || first == "-h" || first == "help") {
@@ -869,9 +886,11 @@ int RunCliUnguarded(absl::Span<const std::string> args, const Io& io) {
     return kExitOk;
   }
   if (first == "run" || first == "generate") return RunGroup(first, args.subspan(1), io);
-  return Fail(
-      err, UsageError(absl::StrCat("atp: unknown command \"", first, "\", want run or generate")),
-      "atp");
+  if (IsWorkerCommand(first)) return RunWorkerCommand(first, args.subspan(1), out, err);
+  return Fail(err,
+              UsageError(absl::StrCat("atp: unknown command \"", first,
+                                      "\", want run, generate, info or health")),
+              "atp");
 }
 
 }  // namespace

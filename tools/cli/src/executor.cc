@@ -2,6 +2,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "atp/kernels/backend.h"
+#include "remote_executor.h"
 
 namespace atp::cli {
 namespace {
@@ -61,6 +62,11 @@ class LocalExecutor : public Executor {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Executor>> CreateExecutor(const ExecutorOptions& options) {
+  if (!options.target.empty()) {
+    return CreateRemoteExecutor(
+        RemoteOptions{options.target, options.tls_ca, options.token_file, options.timeout},
+        options.on_step);
+  }
   absl::StatusOr<std::unique_ptr<kernels::Backend>> backend =
       kernels::CreateBackend(options.backend);
   if (!backend.ok()) return backend.status();

@@ -13,6 +13,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "atp/kernels/attention.h"
 #include "atp/kernels/layer.h"
 #include "atp/kernels/lowrank_linear.h"
@@ -43,12 +44,18 @@ class Executor {
 struct ExecutorOptions {
   // Local backend: "cpu", "cuda" or "auto".
   std::string backend = "cpu";
+  // Non-empty: run on this atp worker through the client library (remote_executor.h), with these
+  // TLS CA and token files and this deadline per call.
+  std::string target;
+  std::string tls_ca;
+  std::string token_file;
+  absl::Duration timeout = absl::Seconds(600);
   // Called before and between compute steps (from the calling thread), e.g. to show progress.
   std::function<void()> on_step;
 };
 
-// The executor the options select (today always local). Errors are the backend's, e.g.
-// FAILED_PRECONDITION when `cuda` is asked for and there is no usable device.
+// The executor the options select: remote when a target is set, else local. Errors are the
+// backend's, e.g. FAILED_PRECONDITION when `cuda` is asked for and there is no usable device.
 absl::StatusOr<std::unique_ptr<Executor>> CreateExecutor(const ExecutorOptions& options);
 
 }  // namespace atp::cli

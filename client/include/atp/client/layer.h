@@ -104,6 +104,10 @@ class LayerSpec {
   // 0.99", "fixed 64 max 128", ...). Errors name `path` and what was wrong.
   static absl::StatusOr<LayerSpec> FromSafetensors(std::string id, const std::string& path);
 
+  // The same layer under another id (the weights are shared, not copied; the digest, which does
+  // not cover the id, is the same).
+  absl::StatusOr<LayerSpec> Renamed(std::string id) const;
+
   LayerSpec(const LayerSpec&) = default;
   LayerSpec& operator=(const LayerSpec&) = default;
   LayerSpec(LayerSpec&&) noexcept = default;

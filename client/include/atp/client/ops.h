@@ -123,6 +123,8 @@ struct WorkerLimits {
   uint32_t max_inflight_requests = 0;
   uint32_t max_inflight_per_stream = 0;
   uint64_t max_resident_layer_bytes = 0;
+  uint32_t max_queue_depth = 0;
+  uint64_t max_inflight_bytes = 0;
 };
 
 struct ServerInfo {
