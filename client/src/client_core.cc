@@ -823,7 +823,8 @@ bool IsRetryable(const OpOutcome& outcome) {
 absl::StatusOr<std::shared_ptr<ClientCore>> ClientCore::Create(std::string target,
                                                                const ClientOptions& options,
                                                                std::shared_ptr<TimerQueue> timer,
-                                                               ReadinessListener listener) {
+                                                               ReadinessListener listener,
+                                                               std::string name) {
   if (target.empty()) return absl::InvalidArgumentError("the worker target is empty");
   std::string token = options.bearer_token;
   if (!options.bearer_token_file.empty()) {
@@ -876,8 +877,9 @@ absl::StatusOr<std::shared_ptr<ClientCore>> ClientCore::Create(std::string targe
   args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
   args.SetServiceConfigJSON(R"({"loadBalancingConfig":[{"round_robin":{}}]})");
   std::shared_ptr<grpc::Channel> channel = grpc::CreateCustomChannel(target, credentials, args);
+  if (name.empty()) name = target;
   auto core = std::make_shared<ClientCoreImpl>(
-      std::move(target), options, token.empty() ? std::string() : absl::StrCat("Bearer ", token),
+      std::move(name), options, token.empty() ? std::string() : absl::StrCat("Bearer ", token),
       std::move(channel), std::move(timer), std::move(listener));
   core->StartWatch();
   return core;

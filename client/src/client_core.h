@@ -34,12 +34,15 @@ class ClientCore {
 
   // `target`: a gRPC target ("host:port", "ipv4:…", "dns:///name:port"; several addresses of one
   // name are balanced by gRPC's round_robin). INVALID_ARGUMENT for unreadable TLS or token files.
+  // `name` names the worker in messages and CallInfo::worker (default: the target).
   static absl::StatusOr<std::shared_ptr<ClientCore>> Create(std::string target,
                                                             const ClientOptions& options,
                                                             std::shared_ptr<TimerQueue> timer,
-                                                            ReadinessListener listener = nullptr);
+                                                            ReadinessListener listener = nullptr,
+                                                            std::string name = "");
   virtual ~ClientCore() = default;
 
+  // The worker's name (its address): what messages and CallInfo::worker say.
   virtual const std::string& target() const = 0;
   virtual const ClientOptions& options() const = 0;
   virtual Readiness readiness() const = 0;

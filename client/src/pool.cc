@@ -112,10 +112,12 @@ struct Pool::Impl : std::enable_shared_from_this<Pool::Impl> {
     w->address = address;
     w->grpc_target = grpc_target;
     w->source = std::move(source);
-    absl::StatusOr<std::shared_ptr<ClientCore>> core =
-        ClientCore::Create(std::move(grpc_target), copt, timer, [weak, address](Readiness r) {
+    absl::StatusOr<std::shared_ptr<ClientCore>> core = ClientCore::Create(
+        std::move(grpc_target), copt, timer,
+        [weak, address](Readiness r) {
           if (auto self = weak.lock()) self->OnReadiness(address, r);
-        });
+        },
+        address);
     if (!core.ok()) return core.status();
     w->core = *std::move(core);
     return w;

@@ -371,6 +371,7 @@ TEST_F(PoolTest, DnsTargetResolvesToTheWorkers) {
   auto r = (*pool)->AtpAttention(w.Request("attn", 0));
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(Floats(r->y), w.want[0]);
+  EXPECT_EQ(r->info.worker, workers_[0]->address());
   EXPECT_EQ(Pool::Create({"dns:///no-port"}).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
