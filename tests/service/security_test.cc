@@ -135,8 +135,8 @@ TEST_F(SecurityTest, BearerTokenIsRequiredOnEveryWorkerMethodBeforeAnyPayload) {
   EXPECT_THAT(missing.error_message(), HasSubstr("missing"));
   EXPECT_EQ(Info(stub, "sesame-43").error_code(), grpc::StatusCode::UNAUTHENTICATED);
 
-  for (const std::string& method : {"/atp.v1.Worker/ListLayers", "/atp.v1.Worker/RemoveLayer",
-                                    "/atp.v1.Worker/GetStatistics"}) {
+  for (const char* method : {"/atp.v1.Worker/ListLayers", "/atp.v1.Worker/RemoveLayer",
+                             "/atp.v1.Worker/GetStatistics"}) {
     EXPECT_EQ(CallWithBytes(worker->channel(), method, "", false).status.error_code(),
               grpc::StatusCode::UNAUTHENTICATED)
         << method;
@@ -165,7 +165,9 @@ TEST_F(SecurityTest, BearerTokenIsRequiredOnEveryWorkerMethodBeforeAnyPayload) {
   atp::v1::Statistics stats;
   ASSERT_TRUE(stub.GetStatistics(&context, {}, &stats).ok());
   for (const auto& op : stats.ops()) {
-    if (op.op() == "decompose") EXPECT_EQ(op.bytes_in(), x.byte_size());  // one request only
+    if (op.op() == "decompose") {
+      EXPECT_EQ(op.bytes_in(), x.byte_size());  // one request only
+    }
   }
 
   // Health needs no token, on the API port and on the probe port (Kubernetes sends none).
