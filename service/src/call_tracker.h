@@ -21,6 +21,8 @@ class DrainableCall {
   virtual void OnDrain() = 0;
   // The drain timeout ran out: end the call now (its running work is cancelled).
   virtual void OnStop() = 0;
+  // Periodic: refuse work whose deadline passed while it waited for input (a stalled client).
+  virtual void OnSweep(absl::Time now) = 0;
 };
 
 class CallTracker {
@@ -45,26 +47,17 @@ class CallTracker {
 
   // Tells every live call to drain (outside the lock: calls may Remove themselves meanwhile).
   void DrainAll() {
-    std::vector<std::shared_ptr<DrainableCall>> live;
-    {
-      absl::MutexLock lock(&mu_);
-      for (auto& [id, weak] : calls_) {
-        if (auto call = weak.lock()) live.push_back(std::move(call));
-      }
-    }
-    for (auto& call : live) call->OnDrain();
+    for (auto& call : Live()) call->OnDrain();
+  }
+
+  // Sweeps every live call (see DrainableCall::OnSweep).
+  void SweepAll(absl::Time now) {
+    for (auto& call : Live()) call->OnSweep(now);
   }
 
   // Tells every live call to stop at once.
   void StopAll() {
-    std::vector<std::shared_ptr<DrainableCall>> live;
-    {
-      absl::MutexLock lock(&mu_);
-      for (auto& [id, weak] : calls_) {
-        if (auto call = weak.lock()) live.push_back(std::move(call));
-      }
-    }
-    for (auto& call : live) call->OnStop();
+    for (auto& call : Live()) call->OnStop();
   }
 
   // Waits until no call is live or `deadline` passes; true when none is live.
@@ -75,6 +68,15 @@ class CallTracker {
   }
 
  private:
+  std::vector<std::shared_ptr<DrainableCall>> Live() {
+    std::vector<std::shared_ptr<DrainableCall>> live;
+    absl::MutexLock lock(&mu_);
+    for (auto& [id, weak] : calls_) {
+      if (auto call = weak.lock()) live.push_back(std::move(call));
+    }
+    return live;
+  }
+
   mutable absl::Mutex mu_;
   uint64_t next_id_ ABSL_GUARDED_BY(mu_) = 1;
   std::map<uint64_t, std::weak_ptr<DrainableCall>> calls_ ABSL_GUARDED_BY(mu_);

@@ -136,6 +136,22 @@ class ComputeStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grp
     }
   }
 
+  void OnSweep(absl::Time now) override {
+    absl::MutexLock lock(&mu_);
+    if (finished_) return;
+    std::vector<uint64_t> expired;
+    for (const auto& [id, req] : receiving_) {
+      if (now >= req->deadline) expired.push_back(id);
+    }
+    for (uint64_t id : expired) {
+      std::shared_ptr<Request> req = receiving_[id];
+      receiving_.erase(id);
+      FailLocked(*req, CheckAliveAt(*req, "while waiting for its input", now));
+      DiscardLocked(id);
+    }
+    if (!expired.empty()) AdvanceLocked();
+  }
+
   void OnReadDone(bool ok) override {
     absl::MutexLock lock(&mu_);
     if (finished_) return;
@@ -395,6 +411,10 @@ class ComputeStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grp
   }
 
   absl::Status CheckAlive(const Request& r, absl::string_view phase) const {
+    return CheckAliveAt(r, phase, absl::Now());
+  }
+
+  absl::Status CheckAliveAt(const Request& r, absl::string_view phase, absl::Time now) const {
     if (cancelled_.load()) {
       return absl::CancelledError(
           absl::StrCat("request ", r.id, ": the client cancelled the stream ", phase));
@@ -403,7 +423,7 @@ class ComputeStream final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grp
       return absl::CancelledError(absl::StrCat(
           "request ", r.id, ": the worker is shutting down and its drain timeout ran out ", phase));
     }
-    if (absl::Now() >= r.deadline) {
+    if (now >= r.deadline) {
       if (r.own_deadline) {
         return absl::DeadlineExceededError(absl::StrCat(
             "request ", r.id, " ran past its timeout_ms of ", r.plan.timeout_ms, " ", phase));

@@ -38,7 +38,10 @@ namespace atp::service {
 namespace {
 
 constexpr char kReadinessService[] = "atp.v1.Worker";
-constexpr absl::Duration kHealthPollInterval = absl::Seconds(1);
+// The monitor thread sweeps streams for requests whose timeout passed while their input stalled,
+// and polls the backend's health every kHealthPollEvery sweeps.
+constexpr absl::Duration kSweepInterval = absl::Milliseconds(100);
+constexpr int kHealthPollEvery = 10;
 
 // Turns server reflection on or off for one builder. Linking grpc++_reflection registers its
 // plugin for every builder of the process; the health-only listener must not serve it.
@@ -222,7 +225,10 @@ struct WorkerServer::Impl {
   }
 
   void Monitor() {
-    while (!monitor_stop.WaitForNotificationWithTimeout(kHealthPollInterval)) UpdateReadiness();
+    for (int tick = 1; !monitor_stop.WaitForNotificationWithTimeout(kSweepInterval); ++tick) {
+      tracker.SweepAll(absl::Now());
+      if (tick % kHealthPollEvery == 0) UpdateReadiness();
+    }
   }
 };
 

@@ -63,6 +63,9 @@ class RegisterUpload final : public grpc::ServerReadReactor<grpc::ByteBuffer>,
         absl::UnavailableError("the worker is shutting down and its drain timeout ran out"));
   }
 
+  // An upload has only its stream's deadline, which gRPC enforces.
+  void OnSweep(absl::Time) override {}
+
   void OnReadDone(bool ok) override {
     absl::MutexLock lock(&mu_);
     if (finished_) return;

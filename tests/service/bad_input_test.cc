@@ -375,6 +375,23 @@ TEST_F(BadInputTest, TimeoutPassingDuringLongWorkIsDeadlineExceededAndTheWorkerG
   EXPECT_TRUE(next->status.ok()) << next->status;
 }
 
+TEST_F(BadInputTest, TimeoutPassingWhileTheInputStallsIsAnsweredWithoutMoreInput) {
+  ComputeSession session(stub());
+  auto header = DecomposeRequest(1, x_, 2);
+  header.set_timeout_ms(50);
+  ASSERT_TRUE(session.SendHeader(header));
+  const std::string bytes(static_cast<const char*>(x_.data()), 100);
+  ASSERT_TRUE(session.SendChunk(1, 0, 0, bytes));  // and nothing more
+  auto got = session.Read();
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(got->status.code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_THAT(got->status.message(), HasSubstr("while waiting for its input"));
+  auto stats = WaitForStatistics(
+      stub(), [](const atp::v1::Statistics& s) { return s.inflight_requests() == 0; });
+  EXPECT_EQ(stats.inflight_requests(), 0u);
+  ExpectServesNext(session);
+}
+
 TEST_F(BadInputTest, StreamDeadlineEndsTheStreamAndFreesItsRequests) {
   {
     ComputeSession session(stub(), absl::Milliseconds(300));
