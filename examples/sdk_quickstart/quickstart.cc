@@ -42,9 +42,9 @@ int main(int argc, char** argv) {
   // A linear layer y = x·Wᵀ + b with W [n, d], registered from host memory (copied once).
   const int64_t length = 64, d = 32, n = 48, rank = 4;
   const std::vector<float> w = Random(n * d, 1), b = Random(n, 2);
-  auto layer = atp::client::LayerSpec::Linear(
-      "quickstart.proj", atp::client::TensorView::F32(w.data(), {n, d}),
-      atp::client::TensorView::F32(b.data(), {n}));
+  auto layer = atp::client::LayerSpec::Linear("quickstart.proj",
+                                              atp::client::TensorView::F32(w.data(), {n, d}),
+                                              atp::client::TensorView::F32(b.data(), {n}));
   if (!layer.ok() || !(*pool)->RegisterLayer(*layer).ok()) {
     std::fprintf(stderr, "quickstart: cannot register the layer\n");
     return 1;
