@@ -47,6 +47,7 @@ echo "built $worker_bin, $atp and $encoder ($("$atp" --version))"
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/atp-run.XXXXXX")
 pids=()
+encoder_pid=""
 stop_workers() {
   ((${#pids[@]} > 0)) || return 0
   echo "stopping ${#pids[@]} workers (SIGTERM: they drain and exit)"
@@ -63,6 +64,10 @@ stop_workers() {
   pids=()
 }
 cleanup() {
+  if [[ -n $encoder_pid ]]; then
+    kill -TERM "$encoder_pid" 2>/dev/null || true
+    wait "$encoder_pid" 2>/dev/null || true
+  fi
   stop_workers
   rm -rf "$work"
 }
@@ -97,6 +102,12 @@ done
 step "offload a transformer encoder to the workers ($batch sequences x $length tokens, $blocks blocks)"
 progress=off
 [[ -t 2 ]] && progress=on
+# In the background with `wait`, so that a signal to this script is handled at once.
 # shellcheck disable=SC2086  # ATP_ENCODER_ARGS is a list of options
 "$encoder" --targets="$(IFS=,; echo "${targets[*]}")" --batch="$batch" --length="$length" \
-  --blocks="$blocks" --progress="$progress" ${ATP_ENCODER_ARGS:-}
+  --blocks="$blocks" --progress="$progress" ${ATP_ENCODER_ARGS:-} &
+encoder_pid=$!
+status=0
+wait "$encoder_pid" || status=$?
+encoder_pid=""
+exit "$status"
