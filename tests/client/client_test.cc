@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
+#include "atp/client/pool.h"
 #include "atp/kernels/backend.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -402,6 +403,97 @@ TEST(ClientStandaloneTest, BearerTokenIsSentOnEveryCall) {
   EXPECT_TRUE(
       (*c)->Decompose({.x = ClientView(x, {6, 5}), .rank = client::RankPolicy::Fixed(2)}).ok());
   EXPECT_TRUE((*c)->RegisterLayer(ClientLinear("t", RandomLinearWeights(3, 5, false, 3))).ok());
+}
+
+// Certificates made at test time with the openssl tool: a CA, a server certificate for the name
+// "localhost" only (no IP address), and a client certificate.
+class ClientTlsTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new std::string(absl::StrCat(::testing::TempDir(), "/client_tls"));
+    const std::string ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+    const std::string script = absl::StrCat(
+        "set -e; rm -rf ", *dir_, "; mkdir -p ", *dir_, "; cd ", *dir_, "\n", "openssl req -x509 ",
+        ec, " -keyout ca.key -out ca.pem -days 2 -subj '/CN=atp client test CA'\n",
+        "printf 'subjectAltName=DNS:localhost\\n' > san.ext\n", "openssl req ", ec,
+        " -keyout server.key -out server.csr -subj '/CN=localhost'\n",
+        "openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 ",
+        "-extfile san.ext -out server.pem\n", "openssl req ", ec,
+        " -keyout client.key -out client.csr -subj '/CN=atp client'\n",
+        "openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 ",
+        "-out client.pem\n");
+    auto r = RunCommand({"/bin/sh", "-c", script});
+    ASSERT_TRUE(r.ok() && r->exit_code == 0) << (r.ok() ? r->err : r.status().ToString());
+  }
+  static std::string File(const std::string& name) { return absl::StrCat(*dir_, "/", name); }
+  static std::vector<std::string> TlsFlags(bool mutual) {
+    std::vector<std::string> flags = {absl::StrCat("--tls-cert=", File("server.pem")),
+                                      absl::StrCat("--tls-key=", File("server.key"))};
+    if (mutual) flags.push_back(absl::StrCat("--tls-client-ca=", File("ca.pem")));
+    return flags;
+  }
+  static std::string* dir_;
+};
+
+std::string* ClientTlsTest::dir_ = nullptr;
+
+absl::Status Probe(client::Offloader& o) {
+  const std::vector<float> x = RandomValues(6 * 4, 5);
+  return o.Decompose({.x = ClientView(x, {6, 4}), .rank = client::RankPolicy::Fixed(2)}).status();
+}
+
+TEST_F(ClientTlsTest, ClientVerifiesTheWorkerByName) {
+  auto w = WorkerProcess::Start({.binary = WorkerBinary(), .extra_args = TlsFlags(false)});
+  ASSERT_TRUE(w.ok()) << w.status();
+  client::ClientOptions options;
+  options.tls.ca_file = File("ca.pem");
+  options.tls.server_name_override = "localhost";  // the certificate names no IP address
+  auto c = Client::Create((*w)->address(), options);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_TRUE(Probe(**c).ok());
+  // Without the name, 127.0.0.1 does not match the certificate.
+  options.tls.server_name_override.clear();
+  auto wrong_name = Client::Create((*w)->address(), options);
+  ASSERT_TRUE(wrong_name.ok());
+  EXPECT_EQ(Probe(**wrong_name).code(), absl::StatusCode::kUnavailable);
+  // Plaintext against a TLS worker fails too.
+  auto plain = Client::Create((*w)->address());
+  ASSERT_TRUE(plain.ok());
+  EXPECT_EQ(Probe(**plain).code(), absl::StatusCode::kUnavailable);
+}
+
+TEST_F(ClientTlsTest, MutualTlsNeedsTheClientCertificate) {
+  auto w = WorkerProcess::Start({.binary = WorkerBinary(), .extra_args = TlsFlags(true)});
+  ASSERT_TRUE(w.ok()) << w.status();
+  client::ClientOptions options;
+  options.tls.ca_file = File("ca.pem");
+  options.tls.server_name_override = "localhost";
+  auto anonymous = Client::Create((*w)->address(), options);
+  ASSERT_TRUE(anonymous.ok());
+  EXPECT_EQ(Probe(**anonymous).code(), absl::StatusCode::kUnavailable);
+  options.tls.cert_file = File("client.pem");
+  options.tls.key_file = File("client.key");
+  auto c = Client::Create((*w)->address(), options);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_TRUE(Probe(**c).ok());
+  options.tls.key_file.clear();
+  EXPECT_EQ(Client::Create((*w)->address(), options).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  options.tls.key_file = "/no/such/key.pem";
+  auto missing = Client::Create((*w)->address(), options);
+  EXPECT_EQ(missing.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(missing.status().message(), HasSubstr("/no/such/key.pem"));
+}
+
+TEST_F(ClientTlsTest, PoolOfADnsNameVerifiesEachAddressAgainstTheName) {
+  auto w = WorkerProcess::Start({.binary = WorkerBinary(), .extra_args = TlsFlags(false)});
+  ASSERT_TRUE(w.ok()) << w.status();
+  client::PoolOptions options;
+  options.client.tls.ca_file = File("ca.pem");
+  auto pool = client::Pool::Create({absl::StrCat("dns:///localhost:", (*w)->port())}, options);
+  ASSERT_TRUE(pool.ok()) << pool.status();
+  ASSERT_TRUE((*pool)->WaitUntilReady(1, absl::Now() + kReadyTimeout).ok());
+  EXPECT_TRUE(Probe(**pool).ok());
 }
 
 }  // namespace
