@@ -130,8 +130,8 @@ T ParseNumber(absl::string_view flag, absl::string_view text, T lo, T hi) {
     value = static_cast<T>(n);
   }
   if (!ok || !(value >= lo) || !(value <= hi)) {
-    Usage(absl::StrCat("--", flag, "=", text, " is not valid, want a number from ", lo, " to ",
-                       hi));
+    Usage(
+        absl::StrCat("--", flag, "=", text, " is not valid, want a number from ", lo, " to ", hi));
   }
   return value;
 }
@@ -236,8 +236,8 @@ Flags ParseFlags(int argc, char** argv) {
   }
   if (f.kill_worker < 0) f.kill_worker = n - 1;
   if (f.rank > std::min(f.length, f.d_model)) {
-    Usage(absl::StrCat("--rank=", f.rank, " exceeds min(--length, --d-model) = ",
-                       std::min(f.length, f.d_model)));
+    Usage(absl::StrCat("--rank=", f.rank,
+                       " exceeds min(--length, --d-model) = ", std::min(f.length, f.d_model)));
   }
   if (f.corrupt_reference && f.inputs < 2) Usage("--corrupt-reference needs --inputs >= 2");
   if (f.verify_threads == 0) {
@@ -246,7 +246,8 @@ Flags ParseFlags(int argc, char** argv) {
   return f;
 }
 
-// ---- data ----------------------------------------------------------------------------------------
+// ---- data
+// ----------------------------------------------------------------------------------------
 
 uint64_t SplitMix64(uint64_t x) {
   x += 0x9e3779b97f4a7c15ull;
@@ -368,7 +369,8 @@ absl::StatusOr<client::LayerSpec> MakeLayer(const Flags& f, int index) {
                                       std::move(weights));
 }
 
-// ---- checking ------------------------------------------------------------------------------------
+// ---- checking
+// ------------------------------------------------------------------------------------
 
 struct Check {
   bool identical = false;
@@ -405,9 +407,9 @@ std::pair<double, double> SquaredSums(const client::Tensor& got, const client::T
 Check Compare(const client::Tensor& got, const client::Tensor& want, double tolerance) {
   Check c;
   if (got.dtype() != want.dtype() || got.shape() != want.shape()) {
-    c.problem = absl::StrCat("got ", client::DTypeName(got.dtype()),
-                             client::ShapeString(got.shape()), ", want ",
-                             client::DTypeName(want.dtype()), client::ShapeString(want.shape()));
+    c.problem =
+        absl::StrCat("got ", client::DTypeName(got.dtype()), client::ShapeString(got.shape()),
+                     ", want ", client::DTypeName(want.dtype()), client::ShapeString(want.shape()));
     c.relative_error = INFINITY;
     return c;
   }
@@ -418,8 +420,8 @@ Check Compare(const client::Tensor& got, const client::Tensor& want, double tole
   const auto [diff, norm] = SquaredSums(got, want);
   c.relative_error = std::isnan(diff) ? INFINITY : std::sqrt(diff / std::max(norm, 1e-300));
   if (!(c.relative_error <= tolerance)) {
-    c.problem = absl::StrFormat("relative error %.3g > tolerance %.3g", c.relative_error,
-                                tolerance);
+    c.problem =
+        absl::StrFormat("relative error %.3g > tolerance %.3g", c.relative_error, tolerance);
   }
   return c;
 }
@@ -447,7 +449,7 @@ struct Workload {
 };
 
 struct RequestRecord {
-  int id = -1;  // the request's number in the whole run
+  int id = -1;            // the request's number in the whole run
   double submitted = -1;  // seconds since the phase began
   double completed = -1;
   bool ok = false;
@@ -514,8 +516,7 @@ class PhaseState {
 
   // A request ended (with `y` to check when it succeeded). Sends the planned SIGKILL when this
   // completion reaches the plan's count. The caller must not touch the state afterwards.
-  void Complete(int request, std::optional<client::Tensor> y, RequestRecord* record,
-                double now) {
+  void Complete(int request, std::optional<client::Tensor> y, RequestRecord* record, double now) {
     absl::MutexLock lock(&mu_);
     record->completed = now;
     if (y.has_value()) {
@@ -539,9 +540,8 @@ class PhaseState {
   // Waits until nothing is in flight and every result is checked. False at the deadline.
   bool WaitIdle(absl::Time deadline) {
     absl::MutexLock lock(&mu_);
-    auto idle = [this]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
-      return inflight_ == 0 && unchecked_ == 0;
-    };
+    auto idle = [this]()
+                    ABSL_NO_THREAD_SAFETY_ANALYSIS { return inflight_ == 0 && unchecked_ == 0; };
     return mu_.AwaitWithDeadline(absl::Condition(&idle), deadline);
   }
 
@@ -617,8 +617,8 @@ absl::StatusOr<std::unique_ptr<client::Pool>> OpenPool(const Flags& f, const Wor
 
 // Runs `count` requests (numbered from `first`) through `pool` with at most `window` in flight;
 // records every completion. Kills plan.pid with SIGKILL at the plan's completion count.
-PhaseResult RunRequests(const Flags& f, const Workload& w, client::Pool& pool, int first,
-                        int count, int window, const KillPlan& plan) {
+PhaseResult RunRequests(const Flags& f, const Workload& w, client::Pool& pool, int first, int count,
+                        int window, const KillPlan& plan) {
   PhaseResult result;
   result.requests = count;
   result.records.resize(static_cast<size_t>(count));
@@ -669,14 +669,16 @@ PhaseResult RunRequests(const Flags& f, const Workload& w, client::Pool& pool, i
     std::fflush(nullptr);
     std::_Exit(1);
   }
-  for (const RequestRecord& r : result.records) result.elapsed = std::max(result.elapsed, r.completed);
+  for (const RequestRecord& r : result.records)
+    result.elapsed = std::max(result.elapsed, r.completed);
   result.kill_time = state.kill_time();
   result.killed = result.kill_time >= 0;
   if (result.killed) result.killed_address = plan.address;
   return result;
 }
 
-// ---- statistics ----------------------------------------------------------------------------------
+// ---- statistics
+// ----------------------------------------------------------------------------------
 
 double Quantile(std::vector<double> v, double q) {
   if (v.empty()) return 0;
@@ -700,8 +702,8 @@ Summary Summarize(const PhaseResult& p) {
     if (!r.ok) {
       ++s.failed;
       if (s.problems.size() < 5) {
-        s.problems.push_back(absl::StrCat("request ", r.id, " failed: ",
-                                          r.completed < 0 ? "never completed" : r.error));
+        s.problems.push_back(absl::StrCat(
+            "request ", r.id, " failed: ", r.completed < 0 ? "never completed" : r.error));
       }
       continue;
     }
@@ -719,8 +721,8 @@ Summary Summarize(const PhaseResult& p) {
     if (!r.check.problem.empty()) {
       ++s.wrong;
       if (s.problems.size() < 5) {
-        s.problems.push_back(absl::StrCat("request ", r.id, " from ", r.worker, ": ",
-                                          r.check.problem));
+        s.problems.push_back(
+            absl::StrCat("request ", r.id, " from ", r.worker, ": ", r.check.problem));
       }
     }
   }
@@ -728,9 +730,9 @@ Summary Summarize(const PhaseResult& p) {
 }
 
 struct Failover {
-  double kill_to_next = -1;      // kill to the next completion
-  double max_gap_after = -1;     // longest gap between completions from the kill on
-  double max_gap_before = -1;    // the same before the kill (the steady state)
+  double kill_to_next = -1;    // kill to the next completion
+  double max_gap_after = -1;   // longest gap between completions from the kill on
+  double max_gap_before = -1;  // the same before the kill (the steady state)
   double median_gap_before = -1;
   double last_replayed_done = -1;  // kill to the completion of the last replayed request
   int completed_before_kill = 0;
@@ -788,7 +790,8 @@ std::string JsonNumber(double v) {
 
 }  // namespace
 
-// ---- the run -------------------------------------------------------------------------------------
+// ---- the run
+// -------------------------------------------------------------------------------------
 
 absl::Status MakeWorkload(const Flags& f, Workload* w) {
   const Clock::time_point t = Clock::now();
@@ -841,8 +844,9 @@ absl::Status ComputeReferences(const Flags& f, Workload* w) {
               f.targets[0].c_str(), SecondsBetween(t, Clock::now()));
   if (f.corrupt_reference) {
     std::swap(w->references[0][0], w->references[0][1]);
-    std::printf("[reference] SELF-TEST: the references of inputs 0 and 1 of layer 0 are swapped; "
-                "the check must fail\n");
+    std::printf(
+        "[reference] SELF-TEST: the references of inputs 0 and 1 of layer 0 are swapped; "
+        "the check must fail\n");
   }
   std::fflush(stdout);
   return absl::OkStatus();
@@ -904,10 +908,11 @@ void RunScaling(const Flags& f, const Workload& w, Clock::time_point t0, int* ne
     c.summary = Summarize(c.phase);
     c.median_round_trip = Quantile(rtt, 0.5);
     c.median_compute = Quantile(compute, 0.5);
-    std::printf("[scaling] %d worker(s): %d requests in %.2f s = %.2f req/s, %.2f GB/s; %d ok, "
-                "%d failed, %d wrong\n",
-                n, f.requests, c.phase.elapsed, c.rate(), c.gb_per_s(), c.summary.ok,
-                c.summary.failed, c.summary.wrong);
+    std::printf(
+        "[scaling] %d worker(s): %d requests in %.2f s = %.2f req/s, %.2f GB/s; %d ok, "
+        "%d failed, %d wrong\n",
+        n, f.requests, c.phase.elapsed, c.rate(), c.gb_per_s(), c.summary.ok, c.summary.failed,
+        c.summary.wrong);
     std::fflush(stdout);
     report->scaling.push_back(std::move(c));
   }
@@ -931,17 +936,18 @@ void RunFailover(const Flags& f, const Workload& w, int* next_request, Report* r
       std::max(1, static_cast<int>(std::lround(f.kill_after * f.kill_requests)));
   plan.pid = f.pids[f.kill_worker];
   plan.address = f.targets[f.kill_worker];
-  report->failover = RunRequests(f, w, **pool, *next_request, f.kill_requests,
-                                 f.inflight_per_worker * n, plan);
+  report->failover =
+      RunRequests(f, w, **pool, *next_request, f.kill_requests, f.inflight_per_worker * n, plan);
   *next_request += f.kill_requests;
   report->failover->workers = n;
   report->failover_summary = Summarize(*report->failover);
   if (report->failover->killed) report->pause = AnalyzeFailover(*report->failover);
   const Summary& s = report->failover_summary;
-  std::printf("[failover] %d workers, SIGKILL %s (pid %d) after %d of %d completions: %d ok, %d "
-              "failed, %d wrong, %d replayed\n",
-              n, plan.address.c_str(), static_cast<int>(plan.pid), plan.after_completions,
-              f.kill_requests, s.ok, s.failed, s.wrong, s.replayed);
+  std::printf(
+      "[failover] %d workers, SIGKILL %s (pid %d) after %d of %d completions: %d ok, %d "
+      "failed, %d wrong, %d replayed\n",
+      n, plan.address.c_str(), static_cast<int>(plan.pid), plan.after_completions, f.kill_requests,
+      s.ok, s.failed, s.wrong, s.replayed);
   std::fflush(stdout);
 }
 
@@ -968,8 +974,7 @@ void Tally(Report* r) {
 void PrintReport(const Flags& f, const Report& r) {
   std::printf("\n== pool scaling%s ==\n", f.note.empty() ? "" : (" (" + f.note + ")").c_str());
   std::printf("%-8s %-9s %-9s %-9s %-9s %-8s %-13s %-15s %s\n", "workers", "requests", "seconds",
-              "req/s", "GB/s", "scaling", "rtt p50 (s)", "compute p50 (s)",
-              "requests per worker");
+              "req/s", "GB/s", "scaling", "rtt p50 (s)", "compute p50 (s)", "requests per worker");
   const double base = r.scaling.empty() ? 0 : r.scaling[0].rate();
   for (const CountResult& c : r.scaling) {
     std::vector<std::string> shares;
@@ -1014,8 +1019,8 @@ void PrintReport(const Flags& f, const Report& r) {
       r.total, r.completed, r.failed, r.identical, r.wrong, r.max_relative_error, f.tolerance);
   for (const std::string& p : r.problems) std::printf("  %s\n", p.c_str());
   if (!r.error.empty()) std::printf("  error: %s\n", r.error.c_str());
-  std::printf("%s\n", r.pass ? "PASS: every request completed with the right result"
-                             : "FAIL: see above");
+  std::printf("%s\n",
+              r.pass ? "PASS: every request completed with the right result" : "FAIL: see above");
   std::fflush(stdout);
 }
 
@@ -1024,46 +1029,50 @@ void WriteJson(const Flags& f, const Report& r, double bytes_per_request) {
   absl::StrAppend(&j, "  \"note\": ", JsonString(f.note), ",\n");
   absl::StrAppend(&j, "  \"workers\": ", f.targets.size(), ", \"dtype\": \"",
                   f.dtype == client::DType::kBF16 ? "bf16" : "f32", "\", \"length\": ", f.length,
-                  ", \"d_model\": ", f.d_model, ", \"heads\": ", f.heads, ", \"kv_heads\": ",
-                  f.kv_heads, ", \"head_dim\": ", f.head_dim, ", \"rank\": ", f.rank, ",\n");
-  absl::StrAppend(&j, "  \"layers\": ", f.layers, ", \"inputs\": ", f.inputs,
-                  ", \"requests\": ", f.requests, ", \"inflight_per_worker\": ",
-                  f.inflight_per_worker, ", \"bytes_per_request\": ", JsonNumber(bytes_per_request),
-                  ",\n  \"scaling\": [");
+                  ", \"d_model\": ", f.d_model, ", \"heads\": ", f.heads,
+                  ", \"kv_heads\": ", f.kv_heads, ", \"head_dim\": ", f.head_dim,
+                  ", \"rank\": ", f.rank, ",\n");
+  absl::StrAppend(
+      &j, "  \"layers\": ", f.layers, ", \"inputs\": ", f.inputs, ", \"requests\": ", f.requests,
+      ", \"inflight_per_worker\": ", f.inflight_per_worker,
+      ", \"bytes_per_request\": ", JsonNumber(bytes_per_request), ",\n  \"scaling\": [");
   const double base = r.scaling.empty() ? 0 : r.scaling[0].rate();
   for (size_t i = 0; i < r.scaling.size(); ++i) {
     const CountResult& c = r.scaling[i];
-    absl::StrAppend(&j, i ? ",\n" : "\n", "    {\"workers\": ", c.workers, ", \"requests\": ",
-                    c.phase.requests, ", \"seconds\": ", JsonNumber(c.phase.elapsed),
-                    ", \"requests_per_s\": ", JsonNumber(c.rate()), ", \"gb_per_s\": ",
-                    JsonNumber(c.gb_per_s()), ", \"scaling\": ",
-                    JsonNumber(c.rate() / std::max(base, 1e-12)), ", \"rtt_p50_s\": ",
-                    JsonNumber(c.median_round_trip), ", \"compute_p50_s\": ",
-                    JsonNumber(c.median_compute), ", \"ok\": ", c.summary.ok,
-                    ", \"wrong\": ", c.summary.wrong, "}");
+    absl::StrAppend(&j, i ? ",\n" : "\n", "    {\"workers\": ", c.workers,
+                    ", \"requests\": ", c.phase.requests,
+                    ", \"seconds\": ", JsonNumber(c.phase.elapsed),
+                    ", \"requests_per_s\": ", JsonNumber(c.rate()),
+                    ", \"gb_per_s\": ", JsonNumber(c.gb_per_s()),
+                    ", \"scaling\": ", JsonNumber(c.rate() / std::max(base, 1e-12)),
+                    ", \"rtt_p50_s\": ", JsonNumber(c.median_round_trip),
+                    ", \"compute_p50_s\": ", JsonNumber(c.median_compute),
+                    ", \"ok\": ", c.summary.ok, ", \"wrong\": ", c.summary.wrong, "}");
   }
   absl::StrAppend(&j, "\n  ],\n  \"skipped_counts\": [", absl::StrJoin(r.skipped_counts, ", "),
                   "],\n");
   if (r.failover) {
     const PhaseResult& p = *r.failover;
     const Summary& s = r.failover_summary;
-    absl::StrAppend(
-        &j, "  \"failover\": {\"workers\": ", p.workers, ", \"requests\": ", p.requests,
-        ", \"killed\": ", p.killed ? "true" : "false", ", \"killed_worker\": ",
-        JsonString(p.killed_address), ", \"kill_time_s\": ", JsonNumber(p.kill_time),
-        ", \"completed_before_kill\": ", r.pause.completed_before_kill, ", \"ok\": ", s.ok,
-        ", \"failed\": ", s.failed, ", \"wrong\": ", s.wrong, ", \"replayed\": ", s.replayed,
-        ", \"kill_to_next_completion_s\": ", JsonNumber(r.pause.kill_to_next),
-        ", \"max_gap_after_kill_s\": ", JsonNumber(r.pause.max_gap_after),
-        ", \"max_gap_before_kill_s\": ", JsonNumber(r.pause.max_gap_before),
-        ", \"median_gap_before_kill_s\": ", JsonNumber(r.pause.median_gap_before),
-        ", \"last_replayed_done_s\": ", JsonNumber(r.pause.last_replayed_done), "},\n");
+    absl::StrAppend(&j, "  \"failover\": {\"workers\": ", p.workers, ", \"requests\": ", p.requests,
+                    ", \"killed\": ", p.killed ? "true" : "false",
+                    ", \"killed_worker\": ", JsonString(p.killed_address),
+                    ", \"kill_time_s\": ", JsonNumber(p.kill_time),
+                    ", \"completed_before_kill\": ", r.pause.completed_before_kill,
+                    ", \"ok\": ", s.ok, ", \"failed\": ", s.failed, ", \"wrong\": ", s.wrong,
+                    ", \"replayed\": ", s.replayed,
+                    ", \"kill_to_next_completion_s\": ", JsonNumber(r.pause.kill_to_next),
+                    ", \"max_gap_after_kill_s\": ", JsonNumber(r.pause.max_gap_after),
+                    ", \"max_gap_before_kill_s\": ", JsonNumber(r.pause.max_gap_before),
+                    ", \"median_gap_before_kill_s\": ", JsonNumber(r.pause.median_gap_before),
+                    ", \"last_replayed_done_s\": ", JsonNumber(r.pause.last_replayed_done), "},\n");
   }
-  absl::StrAppend(&j, "  \"total_requests\": ", r.total, ", \"completed\": ", r.completed,
-                  ", \"failed\": ", r.failed, ", \"wrong\": ", r.wrong, ", \"bit_identical\": ",
-                  r.identical, ", \"max_relative_error\": ", JsonNumber(r.max_relative_error),
-                  ", \"tolerance\": ", JsonNumber(f.tolerance), ", \"error\": ",
-                  JsonString(r.error), ", \"pass\": ", r.pass ? "true" : "false", "\n}\n");
+  absl::StrAppend(
+      &j, "  \"total_requests\": ", r.total, ", \"completed\": ", r.completed,
+      ", \"failed\": ", r.failed, ", \"wrong\": ", r.wrong, ", \"bit_identical\": ", r.identical,
+      ", \"max_relative_error\": ", JsonNumber(r.max_relative_error),
+      ", \"tolerance\": ", JsonNumber(f.tolerance), ", \"error\": ", JsonString(r.error),
+      ", \"pass\": ", r.pass ? "true" : "false", "\n}\n");
   std::ofstream out(f.json_path);
   out << j;
   if (!out) std::fprintf(stderr, "atp_pool_scaling: cannot write %s\n", f.json_path.c_str());
