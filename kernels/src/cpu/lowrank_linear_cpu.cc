@@ -81,13 +81,19 @@ absl::StatusOr<LowRankLinearResult> LowRankLinearCpu(const LinearF32& map,
 
   if (args.factored_output) {
     const int64_t cols_u = bias_row ? r + 1 : r;
-    Buffer u_out = NewBuffer(env, L * cols_u);
+    // U' is the largest tensor of this path (it can be hundreds of MiB when the worker relays a
+    // factored activation): write it once, straight into the result.
+    Tensor u_out(args.output_dtype, {L, cols_u});
+    const size_t elem = DTypeSize(args.output_dtype);
+    auto* out = static_cast<std::byte*>(u_out.data());
+    const float one = 1.0f;
     for (int64_t j = 0; j < L; ++j) {
-      std::memcpy(u_out.get() + j * cols_u, u + j * r, sizeof(float) * r);
-      if (bias_row) u_out[j * cols_u + r] = 1.0f;
+      std::byte* row = out + static_cast<size_t>(j * cols_u) * elem;
+      ConvertFromF32(u + j * r, args.output_dtype, row, static_cast<size_t>(r));
+      if (bias_row) ConvertFromF32(&one, args.output_dtype, row + r * elem, 1);
     }
     result.factored = true;
-    result.u = ToTensor(u_out.get(), {L, cols_u}, args.output_dtype);
+    result.u = std::move(u_out);
     result.c = ToTensor(cw.get(), {rows_c, n}, args.output_dtype);
     return result;
   }

@@ -44,10 +44,10 @@ struct TensorView {
 class Tensor {
  public:
   Tensor() = default;
-  // Allocates an uninitialised tensor.
+  // Allocates an uninitialised tensor (its bytes are not zeroed).
   Tensor(DType dtype, Shape shape);
-  Tensor(Tensor&&) = default;
-  Tensor& operator=(Tensor&&) = default;
+  Tensor(Tensor&& other) noexcept;
+  Tensor& operator=(Tensor&& other) noexcept;
   Tensor(const Tensor&) = delete;
   Tensor& operator=(const Tensor&) = delete;
 
@@ -62,22 +62,22 @@ class Tensor {
   int64_t dim(int i) const { return shape_[i]; }
   int rank() const { return static_cast<int>(shape_.size()); }
   int64_t num_elements() const { return NumElements(shape_); }
-  size_t byte_size() const { return bytes_.size(); }
-  bool empty() const { return bytes_.empty(); }
+  size_t byte_size() const { return byte_size_; }
+  bool empty() const { return byte_size_ == 0; }
 
-  void* data() { return bytes_.data(); }
-  const void* data() const { return bytes_.data(); }
+  void* data() { return bytes_.get(); }
+  const void* data() const { return bytes_.get(); }
   // Typed access; the caller must know the dtype (f32 → float, f16/bf16 → uint16_t).
   template <typename T>
   T* data_as() {
-    return reinterpret_cast<T*>(bytes_.data());
+    return reinterpret_cast<T*>(bytes_.get());
   }
   template <typename T>
   const T* data_as() const {
-    return reinterpret_cast<const T*>(bytes_.data());
+    return reinterpret_cast<const T*>(bytes_.get());
   }
 
-  TensorView view() const { return TensorView{dtype_, shape_, bytes_.data()}; }
+  TensorView view() const { return TensorView{dtype_, shape_, bytes_.get()}; }
   Tensor Clone() const { return CopyOf(view()); }
   // Reinterprets the same bytes with another shape of the same element count.
   absl::Status Reshape(Shape shape);
@@ -85,7 +85,13 @@ class Tensor {
  private:
   DType dtype_ = DType::kF32;
   Shape shape_;
-  std::vector<std::byte> bytes_;
+  // Default-initialised (not zeroed): every producer overwrites the whole tensor, and zeroing a
+  // large payload would cost a pass over memory on the service's hot path.
+  struct FreeBytes {
+    void operator()(std::byte* p) const;
+  };
+  std::unique_ptr<std::byte, FreeBytes> bytes_;
+  size_t byte_size_ = 0;
 };
 
 // INVALID_ARGUMENT naming `what` unless `view` has exactly `want_rank` dimensions, each >= 1.
