@@ -19,13 +19,16 @@
 //
 // Usage: atp_pool_scaling --targets=H:P,H:P,... [--pids=PID,PID,...] [--counts=1,2,4]
 //   [--length=16384] [--d-model=4096] [--heads=32] [--kv-heads=0] [--head-dim=128] [--rank=512]
-//   [--dtype=bf16|f32] [--layers=2] [--inputs=3] [--requests=48] [--inflight-per-worker=4]
+//   [--dtype=bf16|f32] [--layers=2] [--inputs=3] [--requests=48] [--target-seconds=15]
+//   [--inflight-per-worker=4]
 //   [--kill-requests=N] [--kill-after=0.3] [--kill-worker=INDEX] [--tolerance=1e-2]
 //   [--timeout=120] [--phase-timeout=300] [--verify-threads=N] [--max-attempts=5] [--budget=S]
 //   [--json=PATH] [--note=TEXT] [--corrupt-reference]
-// --budget: once this many seconds have passed, the remaining worker counts of step 2 are skipped
-// (and said so) so that the failover step still runs. Self-tests of the check: --corrupt-reference
-// swaps two references, and --max-attempts=1 turns off replay, so the run must fail.
+// --requests=0 sizes the run from the reference step: as many requests as one worker running them
+// one after another finishes in --target-seconds (16 to 256). --budget: once this many seconds have
+// passed, the remaining worker counts of step 2 are skipped (and said so) so that the failover step
+// still runs. Self-tests of the check: --corrupt-reference swaps two references, and
+// --max-attempts=1 turns off replay, so the run must fail.
 #include <malloc.h>
 #include <signal.h>
 #include <sys/types.h>
@@ -86,7 +89,8 @@ struct Flags {
   client::DType dtype = client::DType::kBF16;
   int layers = 2;
   int inputs = 3;
-  int requests = 48;
+  int requests = 48;  // 0: sized from the reference step (--target-seconds)
+  double target_seconds = 15;
   int inflight_per_worker = 4;
   int kill_requests = 0;  // 0: --requests
   double kill_after = 0.3;
@@ -107,7 +111,7 @@ struct Flags {
                "atp_pool_scaling: %s\n"
                "usage: atp_pool_scaling --targets=H:P,... [--pids=PID,...] [--counts=1,2,4] "
                "[--length=N] [--d-model=N] [--heads=N] [--kv-heads=N] [--head-dim=N] [--rank=N] "
-               "[--dtype=bf16|f32] [--layers=N] [--inputs=N] [--requests=N] "
+               "[--dtype=bf16|f32] [--layers=N] [--inputs=N] [--requests=N] [--target-seconds=S] "
                "[--inflight-per-worker=N] [--kill-requests=N] [--kill-after=F] "
                "[--kill-worker=I] [--tolerance=F] [--timeout=S] [--phase-timeout=S] "
                "[--verify-threads=N] [--max-attempts=N] [--budget=S] [--json=PATH] [--note=TEXT] "
@@ -186,7 +190,9 @@ Flags ParseFlags(int argc, char** argv) {
     } else if (name == "inputs") {
       f.inputs = ParseNumber<int>(name, value, 1, 64);
     } else if (name == "requests") {
-      f.requests = ParseNumber<int>(name, value, 1, 1 << 20);
+      f.requests = ParseNumber<int>(name, value, 0, 1 << 20);
+    } else if (name == "target-seconds") {
+      f.target_seconds = ParseNumber<double>(name, value, 0.1, 36000.0);
     } else if (name == "inflight-per-worker") {
       f.inflight_per_worker = ParseNumber<int>(name, value, 1, 64);
     } else if (name == "kill-requests") {
@@ -230,7 +236,6 @@ Flags ParseFlags(int argc, char** argv) {
   if (f.heads % f.kv_heads != 0) {
     Usage(absl::StrCat("--kv-heads=", f.kv_heads, " does not divide --heads=", f.heads));
   }
-  if (f.kill_requests == 0) f.kill_requests = f.requests;
   if (f.kill_worker >= n) {
     Usage(absl::StrCat("--kill-worker=", f.kill_worker, " but only ", n, " targets"));
   }
@@ -810,7 +815,8 @@ absl::Status MakeWorkload(const Flags& f, Workload* w) {
 }
 
 // The reference of every (layer, input) pair, computed by the first worker alone.
-absl::Status ComputeReferences(const Flags& f, Workload* w) {
+// Sets *seconds_each to the mean time of one reference request (sequential, nothing overlapped).
+absl::Status ComputeReferences(const Flags& f, Workload* w, double* seconds_each) {
   const Clock::time_point t = Clock::now();
   absl::StatusOr<std::unique_ptr<client::Pool>> pool = OpenPool(f, *w, {f.targets[0]});
   if (!pool.ok()) {
@@ -840,6 +846,7 @@ absl::Status ComputeReferences(const Flags& f, Workload* w) {
       w->references[l].push_back(std::move(y->y));
     }
   }
+  *seconds_each = SecondsBetween(t, Clock::now()) / (f.layers * f.inputs);
   std::printf("[reference] %d outputs from %s in %.1f s\n", f.layers * f.inputs,
               f.targets[0].c_str(), SecondsBetween(t, Clock::now()));
   if (f.corrupt_reference) {
@@ -858,7 +865,17 @@ struct CountResult {
   Summary summary;
   double median_round_trip = 0;
   double median_compute = 0;
+  // Requests over the wall time from the first submission to the last completion.
   double rate() const { return phase.requests / std::max(phase.elapsed, 1e-9); }
+  // Completions after the first over the time from the first completion to the last: the rate
+  // without the pipeline's fill latency (one request's round trip).
+  double steady_rate() const {
+    double first = INFINITY;
+    for (const RequestRecord& r : phase.records) first = std::min(first, r.completed);
+    return phase.requests > 1 && phase.elapsed > first
+               ? (phase.requests - 1) / (phase.elapsed - first)
+               : rate();
+  }
   double gb_per_s() const { return summary.bytes / std::max(phase.elapsed, 1e-9) / 1e9; }
 };
 
@@ -973,17 +990,22 @@ void Tally(Report* r) {
 
 void PrintReport(const Flags& f, const Report& r) {
   std::printf("\n== pool scaling%s ==\n", f.note.empty() ? "" : (" (" + f.note + ")").c_str());
-  std::printf("%-8s %-9s %-9s %-9s %-9s %-8s %-13s %-15s %s\n", "workers", "requests", "seconds",
-              "req/s", "GB/s", "scaling", "rtt p50 (s)", "compute p50 (s)", "requests per worker");
+  std::printf("%-8s %-9s %-8s %-8s %-7s %-8s %-7s %-12s %-16s %s\n", "workers", "requests",
+              "seconds", "req/s", "GB/s", "scaling", "steady", "rtt p50 (s)", "compute p50 (s)",
+              "requests per worker");
   const double base = r.scaling.empty() ? 0 : r.scaling[0].rate();
   for (const CountResult& c : r.scaling) {
     std::vector<std::string> shares;
     for (const auto& [worker, count] : c.summary.per_worker) shares.push_back(absl::StrCat(count));
-    std::printf("%-8d %-9d %-9.2f %-9.2f %-9.2f %-8s %-13.3f %-15.4f %s\n", c.workers,
+    std::printf("%-8d %-9d %-8.2f %-8.2f %-7.2f %-8s %-7.2f %-12.3f %-16.4f %s\n", c.workers,
                 c.phase.requests, c.phase.elapsed, c.rate(), c.gb_per_s(),
-                absl::StrFormat("%.2fx", c.rate() / std::max(base, 1e-12)).c_str(),
+                absl::StrFormat("%.2fx", c.rate() / std::max(base, 1e-12)).c_str(), c.steady_rate(),
                 c.median_round_trip, c.median_compute, absl::StrJoin(shares, "/").c_str());
   }
+  std::printf(
+      "(req/s: requests / (first submission to last completion), after a warm-up of one window; "
+      "scaling: req/s against the first row; steady: req/s from the first completion on; rtt: "
+      "client round trip; compute: on the worker; GB/s: payload in + out)\n");
   if (!r.scaling.empty() && r.scaling[0].workers != 1) {
     std::printf("(scaling is against %d workers, the first count run)\n", r.scaling[0].workers);
   }
@@ -1043,6 +1065,7 @@ void WriteJson(const Flags& f, const Report& r, double bytes_per_request) {
                     ", \"requests\": ", c.phase.requests,
                     ", \"seconds\": ", JsonNumber(c.phase.elapsed),
                     ", \"requests_per_s\": ", JsonNumber(c.rate()),
+                    ", \"steady_requests_per_s\": ", JsonNumber(c.steady_rate()),
                     ", \"gb_per_s\": ", JsonNumber(c.gb_per_s()),
                     ", \"scaling\": ", JsonNumber(c.rate() / std::max(base, 1e-12)),
                     ", \"rtt_p50_s\": ", JsonNumber(c.median_round_trip),
@@ -1079,7 +1102,7 @@ void WriteJson(const Flags& f, const Report& r, double bytes_per_request) {
 }
 
 int Main(int argc, char** argv) {
-  const Flags f = ParseFlags(argc, argv);
+  Flags f = ParseFlags(argc, argv);
   // Results are tens of MiB or more: keep freed memory in the heap rather than unmapping it (as
   // the worker does).
   mallopt(M_MMAP_THRESHOLD, 32 << 20);
@@ -1089,13 +1112,14 @@ int Main(int argc, char** argv) {
       2.0 * static_cast<double>(f.length * f.d_model) * client::DTypeSize(f.dtype);
   std::printf(
       "pool_scaling: %zu worker(s) %s; ATP attention %s, L=%lld, d=%lld (%lld heads x %lld, "
-      "%lld kv heads), r=%lld fixed; %d layers x %d inputs; %d requests per worker count, %d in "
+      "%lld kv heads), r=%lld fixed; %d layers x %d inputs; %s requests per worker count, %d in "
       "flight per worker; %.1f MiB per request in+out\n",
       f.targets.size(), absl::StrJoin(f.targets, ",").c_str(),
       f.dtype == client::DType::kBF16 ? "bf16" : "f32", static_cast<long long>(f.length),
       static_cast<long long>(f.d_model), static_cast<long long>(f.heads),
       static_cast<long long>(f.head_dim), static_cast<long long>(f.kv_heads),
-      static_cast<long long>(f.rank), f.layers, f.inputs, f.requests, f.inflight_per_worker,
+      static_cast<long long>(f.rank), f.layers, f.inputs,
+      f.requests > 0 ? absl::StrCat(f.requests).c_str() : "auto", f.inflight_per_worker,
       bytes_per_request / (1 << 20));
   if (!f.note.empty()) std::printf("note: %s\n", f.note.c_str());
   std::fflush(stdout);
@@ -1105,10 +1129,22 @@ int Main(int argc, char** argv) {
     std::fprintf(stderr, "atp_pool_scaling: %s\n", s.ToString().c_str());
     return 2;
   }
-  if (absl::Status s = ComputeReferences(f, &w); !s.ok()) {
+  double seconds_each = 0;
+  if (absl::Status s = ComputeReferences(f, &w, &seconds_each); !s.ok()) {
     std::fprintf(stderr, "atp_pool_scaling: %s\n", s.ToString().c_str());
     return 2;
   }
+  if (f.requests == 0) {
+    // One worker runs requests at least as fast as one after another: this many take at most
+    // about --target-seconds on one worker.
+    f.requests = static_cast<int>(
+        std::clamp(std::floor(f.target_seconds / std::max(seconds_each, 1e-6)), 16.0, 256.0));
+    std::printf(
+        "[setup] --requests=0: %d requests per worker count (a reference request took "
+        "%.3f s alone; --target-seconds=%.0f)\n",
+        f.requests, seconds_each, f.target_seconds);
+  }
+  if (f.kill_requests == 0) f.kill_requests = f.requests;
   Report report;
   int next_request = 0;
   RunScaling(f, w, t0, &next_request, &report);

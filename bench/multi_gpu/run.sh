@@ -14,7 +14,8 @@
 #                          the one GPU; 3 with --backend cpu)
 #   --length L --d-model D --heads H --kv-heads K --head-dim E --rank R --dtype bf16|f32
 #                          the layer and input (default 16384, 4096, 32, 32, 128, 512, bf16)
-#   --requests N           timed requests per worker count (default 48)
+#   --requests N           timed requests per worker count (default 0: as many as one worker
+#                          running them one by one finishes in about 15 s, from 16 to 256)
 #   --kill-requests N      requests of the failover run (default: --requests)
 #   --inflight-per-worker N  requests in flight per worker (default 4)
 #   --layers N --inputs N  distinct layers and inputs (default 2 and 3)
@@ -25,14 +26,15 @@
 #   --log-dir DIR          where the worker and driver logs go (default: a temporary folder)
 #   --json PATH            machine-readable summary (default $OUT/multi_gpu.json when $OUT is set)
 #   --time-limit S         limit of the driver run in seconds (default 420)
+#   --start-timeout S      how long the workers may take to start and become ready (default 120)
 # Environment: OUT (optional): the summary JSON and the concatenated logs are copied there.
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 
 backend=cuda workers="" length=16384 d_model=4096 heads=32 kv_heads="" head_dim=128 rank=512
-dtype=bf16 requests=48 kill_requests="" inflight=4 layers=2 inputs=3 counts="" threads=""
-bin="" log_dir="" json="" time_limit=420
+dtype=bf16 requests=0 kill_requests="" inflight=4 layers=2 inputs=3 counts="" threads=""
+bin="" log_dir="" json="" time_limit=420 start_timeout=120
 extra=()
 die() { echo "run.sh: $*" >&2; exit 2; }
 while [[ $# -gt 0 ]]; do
@@ -58,15 +60,17 @@ while [[ $# -gt 0 ]]; do
     --log-dir) log_dir=${2:?}; shift ;;
     --json) json=${2:?}; shift ;;
     --time-limit) time_limit=${2:?}; shift ;;
+    --start-timeout) start_timeout=${2:?}; shift ;;
     -h|--help) sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown option $1 (see --help)" ;;
   esac
   shift
 done
 [[ $backend == cuda || $backend == cpu ]] || die "--backend $backend: want cuda or cpu"
-for v in length d_model heads head_dim rank requests inflight layers inputs time_limit; do
+for v in length d_model heads head_dim rank inflight layers inputs time_limit start_timeout; do
   [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "--${v//_/-} ${!v}: want a positive integer"
 done
+[[ $requests =~ ^[0-9]+$ ]] || die "--requests $requests: want a number (0: automatic)"
 
 # Binaries: a bundle folder (launchers) or a build folder.
 if [[ -n $bin ]]; then
@@ -114,6 +118,7 @@ need=$(( 3 * inflight * length * d_model * elem ))
 inflight_bytes=$(( need > (4 << 30) ? need : (4 << 30) ))
 
 pids=() ports=()
+# shellcheck disable=SC2317  # (called from the EXIT trap)
 stop_workers() {
   local pid i
   for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null; done
@@ -129,6 +134,7 @@ stop_workers() {
   done >"$log_dir/worker_exits.txt" 2>/dev/null  # (not bash's "Killed" notice of the killed one)
   pids=()
 }
+# shellcheck disable=SC2317
 finish() {
   local rc=$?
   stop_workers
@@ -155,7 +161,7 @@ for ((i = 0; i < workers; i++)); do
   fi
   pids+=($!)
 done
-deadline=$(( SECONDS + 120 ))
+deadline=$(( SECONDS + start_timeout ))
 for ((i = 0; i < workers; i++)); do
   port=""
   while [[ -z $port ]]; do
@@ -165,7 +171,7 @@ for ((i = 0; i < workers; i++)); do
       echo "run.sh: worker $i exited before it started; its log:" >&2; tail -n 20 "$log_dir/worker$i.log" >&2; exit 1
     fi
     if [[ $SECONDS -ge $deadline ]]; then
-      echo "run.sh: worker $i did not start within 120 s; its log:" >&2; tail -n 20 "$log_dir/worker$i.log" >&2; exit 1
+      echo "run.sh: worker $i did not start within $start_timeout s; its log:" >&2; tail -n 20 "$log_dir/worker$i.log" >&2; exit 1
     fi
     sleep 0.2
   done
@@ -173,7 +179,8 @@ for ((i = 0; i < workers; i++)); do
 done
 if [[ -n $atp_bin ]]; then
   for ((i = 0; i < workers; i++)); do
-    if ! timeout 60 "$atp_bin" health --target "127.0.0.1:${ports[$i]}" --wait 45 --timeout 5 >/dev/null 2>&1; then
+    left=$(( deadline - SECONDS > 5 ? deadline - SECONDS : 5 ))
+    if ! timeout $((left + 10)) "$atp_bin" health --target "127.0.0.1:${ports[$i]}" --wait "$left" --timeout 5 >/dev/null 2>&1; then
       echo "run.sh: worker $i (127.0.0.1:${ports[$i]}) is not SERVING; its log:" >&2
       tail -n 20 "$log_dir/worker$i.log" >&2; exit 1
     fi
