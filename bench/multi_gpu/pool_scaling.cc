@@ -5,9 +5,10 @@
 // them can be killed. On a fixed workload of ATP attention layers (random weights, a few distinct
 // random inputs that are nearly low-rank, fixed rank r) the driver
 //   1. computes a reference output for every (layer, input) pair on the first worker alone;
-//   2. for each worker count n in --counts: a Pool over the first n workers runs --requests
-//      requests with --inflight-per-worker × n of them in flight (after a warm-up), and reports
-//      requests/s, GB/s of payload moved and the scaling ratio against n = 1;
+//   2. for each worker count n in --counts: a Pool over the first n workers runs the same number
+//      of requests (--requests) with --inflight-per-worker × n of them in flight (after a warm-up
+//      of one such window), and reports requests/s, GB/s of payload moved and the scaling ratio
+//      against the first count;
 //   3. with all workers, runs --kill-requests requests and SIGKILLs one worker (--kill-worker,
 //      default the last) once --kill-after of them have completed; every request must still
 //      complete. It reports the failover pause: the time from the kill to the next completion and
@@ -20,8 +21,8 @@
 // Usage: atp_pool_scaling --targets=H:P,H:P,... [--pids=PID,PID,...] [--counts=1,2,4]
 //   [--length=16384] [--d-model=4096] [--heads=32] [--kv-heads=0] [--head-dim=128] [--rank=512]
 //   [--dtype=bf16|f32] [--layers=2] [--inputs=3] [--requests=48] [--target-seconds=15]
-//   [--inflight-per-worker=4]
-//   [--kill-requests=N] [--kill-after=0.3] [--kill-worker=INDEX] [--tolerance=1e-2]
+//   [--inflight-per-worker=4] [--kill-requests=N] [--kill-after=0.3] [--kill-worker=INDEX]
+//   [--tolerance=1e-2]
 //   [--timeout=120] [--phase-timeout=300] [--verify-threads=N] [--max-attempts=5] [--budget=S]
 //   [--json=PATH] [--note=TEXT] [--corrupt-reference]
 // --requests=0 sizes the run from the reference step: as many requests as one worker running them
@@ -34,11 +35,11 @@
 #include <sys/types.h>
 
 #include <algorithm>
-#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <deque>
 #include <fstream>
@@ -251,8 +252,7 @@ Flags ParseFlags(int argc, char** argv) {
   return f;
 }
 
-// ---- data
-// ----------------------------------------------------------------------------------------
+// ---- data ---------------------------------------------------------------------------------------
 
 uint64_t SplitMix64(uint64_t x) {
   x += 0x9e3779b97f4a7c15ull;
@@ -261,7 +261,7 @@ uint64_t SplitMix64(uint64_t x) {
   return x ^ (x >> 31);
 }
 
-// Uniform in [-1, 1), from a counter: the same (seed, index) always gives the same value.
+// Uniform values in [-1, 1) from a SplitMix64 stream: the same seed gives the same values.
 class Uniform {
  public:
   explicit Uniform(uint64_t seed) : state_(SplitMix64(seed)) {}
@@ -374,8 +374,7 @@ absl::StatusOr<client::LayerSpec> MakeLayer(const Flags& f, int index) {
                                       std::move(weights));
 }
 
-// ---- checking
-// ------------------------------------------------------------------------------------
+// ---- checking -----------------------------------------------------------------------------------
 
 struct Check {
   bool identical = false;
@@ -476,17 +475,14 @@ struct KillPlan {
 };
 
 struct PhaseResult {
-  std::string name;
   int workers = 0;
   int requests = 0;
   double elapsed = 0;  // first submission to last completion
   std::vector<RequestRecord> records;
-  bool timed_out = false;
   // Failover.
   bool killed = false;
   double kill_time = -1;
   std::string killed_address;
-  std::string setup_error;
 };
 
 // The state of one phase under one mutex: requests in flight, completions, and the results that
@@ -631,10 +627,11 @@ PhaseResult RunRequests(const Flags& f, const Workload& w, client::Pool& pool, i
   PhaseState state(w, f.verify_threads, plan, start);
   const absl::Time deadline = absl::Now() + absl::Seconds(f.phase_timeout_s);
   const int max_unchecked = std::max(window, 8);
+  bool timed_out = false;
 
   for (int i = 0; i < count; ++i) {
     if (!state.Acquire(window, max_unchecked, deadline)) {
-      result.timed_out = true;
+      timed_out = true;
       break;
     }
     RequestRecord* record = &result.records[i];
@@ -664,8 +661,8 @@ PhaseResult RunRequests(const Flags& f, const Workload& w, client::Pool& pool, i
   }
   // Every submitted request ends (its callback runs) by its own deadline, so this wait is long
   // enough unless the SDK breaks its contract.
-  if (!state.WaitIdle(absl::Now() + absl::Seconds(f.timeout_s + 120))) result.timed_out = true;
-  if (result.timed_out) {
+  if (!state.WaitIdle(absl::Now() + absl::Seconds(f.timeout_s + 120))) timed_out = true;
+  if (timed_out) {
     // Callbacks that may still run refer to this frame: end the process rather than return.
     std::fprintf(stderr,
                  "atp_pool_scaling: requests did not finish in time (phase limit %.0f s, request "
@@ -682,8 +679,7 @@ PhaseResult RunRequests(const Flags& f, const Workload& w, client::Pool& pool, i
   return result;
 }
 
-// ---- statistics
-// ----------------------------------------------------------------------------------
+// ---- statistics ---------------------------------------------------------------------------------
 
 double Quantile(std::vector<double> v, double q) {
   if (v.empty()) return 0;
@@ -795,8 +791,7 @@ std::string JsonNumber(double v) {
 
 }  // namespace
 
-// ---- the run
-// -------------------------------------------------------------------------------------
+// ---- the run ------------------------------------------------------------------------------------
 
 absl::Status MakeWorkload(const Flags& f, Workload* w) {
   const Clock::time_point t = Clock::now();
