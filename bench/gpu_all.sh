@@ -85,7 +85,7 @@ run_step() {
 main() {
   local work
   work=$(mktemp -d)
-  echo "gpu_all: $(date -u) on $(hostname); bundle $BUNDLE; OUT=$OUT"
+  echo "gpu_all: $(date -u) on $(uname -n); bundle $BUNDLE; OUT=$OUT"
   timeout 30 nvidia-smi --query-gpu=index,name,memory.total,driver_version --format=csv,noheader
   if ! tar -xJf "$BUNDLE" -C "$work"; then
     echo "gpu_all: cannot unpack $BUNDLE"
@@ -159,7 +159,12 @@ main() {
     fi
     if [[ -n ${step_rc[multi_gpu]:-} ]]; then
       echo "-- multi_gpu (bench/multi_gpu/run.sh):"
-      sed -n '/^== pool scaling/,$p' "$work/multi_gpu/driver.log" 2>/dev/null | sed 's/^/  /'
+      if [[ -s $work/multi_gpu/driver.log ]]; then
+        sed -n '/^== pool scaling/,$p' "$work/multi_gpu/driver.log" | sed 's/^/  /'
+        tail -n 3 "$work/multi_gpu/driver.log" | grep -E '^atp_pool_scaling:' | sed 's/^/  /'
+      else  # it ended before the driver ran: the workers' logs tell why
+        tail -n 15 "$OUT/multi_gpu_logs.txt" 2>/dev/null | sed 's/^/  /'
+      fi
     fi
   } >"$OUT/summary.txt"
   echo
