@@ -26,7 +26,8 @@
 //   [--timeout=120] [--phase-timeout=300] [--verify-threads=N] [--max-attempts=5] [--budget=S]
 //   [--json=PATH] [--note=TEXT] [--corrupt-reference]
 // --requests=0 sizes the run from the reference step: as many requests as one worker running them
-// one after another finishes in --target-seconds (16 to 256). --budget: once this many seconds have
+// one after another finishes in --target-seconds (16 to 256, and at least two windows of the
+// largest pool). --budget: once this many seconds have
 // passed, the remaining worker counts of step 2 are skipped (and said so) so that the failover step
 // still runs. Self-tests of the check: --corrupt-reference swaps two references, and
 // --max-attempts=1 turns off replay, so the run must fail.
@@ -1131,9 +1132,13 @@ int Main(int argc, char** argv) {
   }
   if (f.requests == 0) {
     // One worker runs requests at least as fast as one after another: this many take at most
-    // about --target-seconds on one worker.
-    f.requests = static_cast<int>(
-        std::clamp(std::floor(f.target_seconds / std::max(seconds_each, 1e-6)), 16.0, 256.0));
+    // about --target-seconds on one worker. At least two windows of the largest pool, so that
+    // filling and draining the pipeline stays a small part of each measurement.
+    const double floor =
+        std::max(16, 2 * f.inflight_per_worker * static_cast<int>(f.targets.size()));
+    f.requests =
+        static_cast<int>(std::clamp(std::floor(f.target_seconds / std::max(seconds_each, 1e-6)),
+                                    floor, std::max(floor, 256.0)));
     std::printf(
         "[setup] --requests=0: %d requests per worker count (a reference request took "
         "%.3f s alone; --target-seconds=%.0f)\n",
