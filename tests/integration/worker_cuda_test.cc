@@ -151,7 +151,7 @@ class WorkerCudaTest : public ::testing::TestWithParam<DType> {
           new std::string(absl::StrCat("no usable CUDA device: ", backend.status().ToString()));
       return;
     }
-    cuda_ = backend->release();
+    backend_ = backend->release();
     WorkerProcessOptions options;
     options.binary = WorkerBinary();
     options.extra_args = {absl::StrCat("--backend=", BackendKind()), "--device=0"};
@@ -183,8 +183,8 @@ class WorkerCudaTest : public ::testing::TestWithParam<DType> {
     }
     delete worker_;  // SIGKILLs it if it still runs
     worker_ = nullptr;
-    delete cuda_;
-    cuda_ = nullptr;
+    delete backend_;
+    backend_ = nullptr;
   }
 
   void SetUp() override {
@@ -200,14 +200,14 @@ class WorkerCudaTest : public ::testing::TestWithParam<DType> {
 
   static std::string* skip_reason_;
   static std::string* setup_error_;
-  static kernels::Backend* cuda_;
+  static kernels::Backend* backend_;
   static WorkerProcess* worker_;
   static client::Client* client_;
 };
 
 std::string* WorkerCudaTest::skip_reason_ = nullptr;
 std::string* WorkerCudaTest::setup_error_ = nullptr;
-kernels::Backend* WorkerCudaTest::cuda_ = nullptr;
+kernels::Backend* WorkerCudaTest::backend_ = nullptr;
 WorkerProcess* WorkerCudaTest::worker_ = nullptr;
 client::Client* WorkerCudaTest::client_ = nullptr;
 
@@ -262,7 +262,7 @@ TEST_P(WorkerCudaTest, AttentionThroughTheWorkerEqualsInProcessAndMatchesOracle)
     ASSERT_TRUE(spec.ok()) << spec.status();
     ASSERT_TRUE(client_->RegisterLayer(*spec).ok());
     absl::StatusOr<std::unique_ptr<kernels::LayerHandle>> local =
-        cuda_->LoadLayer(Clone(layer.spec));
+        backend_->LoadLayer(Clone(layer.spec));
     ASSERT_TRUE(local.ok()) << local.status();
 
     const int64_t m = std::min(c.length, s.d_model);
@@ -283,7 +283,7 @@ TEST_P(WorkerCudaTest, AttentionThroughTheWorkerEqualsInProcessAndMatchesOracle)
       args.max_rank = max_rank_;
       args.output_dtype = dtype;
       absl::StatusOr<kernels::AtpAttentionResult> want =
-          cuda_->AtpAttention(**local, args, kernels::ExecContext{});
+          backend_->AtpAttention(**local, args, kernels::ExecContext{});
       ASSERT_TRUE(want.ok()) << want.status();
       ExpectSameBits(got->y, want->y, "ATP attention");
       EXPECT_EQ(got->rank, want->rank);
@@ -305,7 +305,7 @@ TEST_P(WorkerCudaTest, AttentionThroughTheWorkerEqualsInProcessAndMatchesOracle)
       args.max_rank = max_rank_;
       args.output_dtype = dtype;
       absl::StatusOr<kernels::AtpAttentionResult> want =
-          cuda_->AtpAttention(**local, args, kernels::ExecContext{});
+          backend_->AtpAttention(**local, args, kernels::ExecContext{});
       ASSERT_TRUE(want.ok()) << want.status();
       ExpectSameBits(got->y, want->y, "ATP attention, energy policy");
       EXPECT_EQ(got->rank, want->rank);
@@ -328,7 +328,7 @@ TEST_P(WorkerCudaTest, AttentionThroughTheWorkerEqualsInProcessAndMatchesOracle)
         args.causal = causal;
         args.output_dtype = out;
         absl::StatusOr<kernels::Tensor> want =
-            cuda_->ExactAttention(**local, args, kernels::ExecContext{});
+            backend_->ExactAttention(**local, args, kernels::ExecContext{});
         ASSERT_TRUE(want.ok()) << want.status();
         ExpectSameBits(got->y, *want, "exact attention");
         EXPECT_LE(
@@ -355,7 +355,7 @@ TEST_P(WorkerCudaTest, LowRankLinearThroughTheWorkerEqualsInProcessAndMatchesOra
     ASSERT_TRUE(spec.ok()) << spec.status();
     ASSERT_TRUE(client_->RegisterLayer(*spec).ok());
     absl::StatusOr<std::unique_ptr<kernels::LayerHandle>> local =
-        cuda_->LoadLayer(Clone(layer.spec));
+        backend_->LoadLayer(Clone(layer.spec));
     ASSERT_TRUE(local.ok()) << local.status();
     const Mat w = Rounded(layer.w, dtype);
     const std::vector<double> b = Rounded(layer.b, dtype);
@@ -400,7 +400,7 @@ TEST_P(WorkerCudaTest, LowRankLinearThroughTheWorkerEqualsInProcessAndMatchesOra
         absl::StatusOr<client::LowRankLinearResult> got = client_->LowRankLinear(request);
         ASSERT_TRUE(got.ok()) << got.status();
         absl::StatusOr<kernels::LowRankLinearResult> want =
-            cuda_->LowRankLinear(**local, args, kernels::ExecContext{});
+            backend_->LowRankLinear(**local, args, kernels::ExecContext{});
         ASSERT_TRUE(want.ok()) << want.status();
         EXPECT_EQ(got->rank, r);
         EXPECT_EQ(got->rank, want->rank);
@@ -452,7 +452,8 @@ TEST_P(WorkerCudaTest, DecomposeThroughTheWorkerEqualsInProcessAndMatchesOracle)
     args.method = kernels::DecomposeMethod::kAuto;
     args.max_rank = max_rank_;
     args.output_dtype = dtype;
-    absl::StatusOr<kernels::PrincipalBases> want = cuda_->Decompose(args, kernels::ExecContext{});
+    absl::StatusOr<kernels::PrincipalBases> want =
+        backend_->Decompose(args, kernels::ExecContext{});
     ASSERT_TRUE(want.ok()) << want.status();
     ExpectSameBits(got->u, want->u, "U");
     ExpectSameBits(got->s, want->s, "singular values");
@@ -481,7 +482,8 @@ TEST_P(WorkerCudaTest, BadRequestsGetInBandErrorsAndTheWorkerStaysReady) {
   absl::StatusOr<client::LayerSpec> spec = ClientAttention(id, layer.spec);
   ASSERT_TRUE(spec.ok()) << spec.status();
   ASSERT_TRUE(client_->RegisterLayer(*spec).ok());
-  absl::StatusOr<std::unique_ptr<kernels::LayerHandle>> local = cuda_->LoadLayer(Clone(layer.spec));
+  absl::StatusOr<std::unique_ptr<kernels::LayerHandle>> local =
+      backend_->LoadLayer(Clone(layer.spec));
   ASSERT_TRUE(local.ok()) << local.status();
 
   const kernels::Tensor good = ToTensor(Rounded(RandomMat(rng, 9, 16), dtype), dtype);
@@ -496,7 +498,7 @@ TEST_P(WorkerCudaTest, BadRequestsGetInBandErrorsAndTheWorkerStaysReady) {
   args.max_rank = max_rank_;
   args.output_dtype = dtype;
   absl::StatusOr<kernels::AtpAttentionResult> want =
-      cuda_->AtpAttention(**local, args, kernels::ExecContext{});
+      backend_->AtpAttention(**local, args, kernels::ExecContext{});
   ASSERT_TRUE(want.ok()) << want.status();
 
   // One stream: a good request, three bad ones, a good one. Each bad one gets its own error; the
