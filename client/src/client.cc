@@ -153,11 +153,15 @@ void Client::Submit(std::vector<std::unique_ptr<internal::OpCall>> calls) {
 
 absl::StatusOr<Readiness> Client::CheckHealth(absl::string_view service,
                                               const CallOptions& options) {
-  return Wait<absl::StatusOr<Readiness>>([&](auto done) {
-    core_->CheckHealthAsync(std::string(service), DeadlineOf(options),
-                            options.wait_for_ready.value_or(WaitForReadyDefault()),
-                            std::move(done));
-  });
+  return Wait<absl::StatusOr<Readiness>>(
+      [&](auto done) { CheckHealthAsync(service, std::move(done), options); });
+}
+
+void Client::CheckHealthAsync(absl::string_view service, Callback<Readiness> callback,
+                              const CallOptions& options) {
+  core_->CheckHealthAsync(std::string(service), DeadlineOf(options),
+                          options.wait_for_ready.value_or(WaitForReadyDefault()),
+                          std::move(callback));
 }
 
 absl::StatusOr<ServerInfo> Client::GetServerInfo(const CallOptions& options) {
@@ -173,21 +177,34 @@ void Client::GetServerInfoAsync(Callback<ServerInfo> callback, const CallOptions
 
 absl::StatusOr<WorkerStatistics> Client::GetStatistics(const CallOptions& options) {
   return Wait<absl::StatusOr<WorkerStatistics>>(
-      [&](auto done) { core_->GetStatisticsAsync(DeadlineOf(options), std::move(done)); });
+      [&](auto done) { GetStatisticsAsync(std::move(done), options); });
+}
+
+void Client::GetStatisticsAsync(Callback<WorkerStatistics> callback, const CallOptions& options) {
+  core_->GetStatisticsAsync(DeadlineOf(options), std::move(callback));
 }
 
 absl::StatusOr<std::vector<RegisteredLayer>> Client::ListLayers(const CallOptions& options) {
   return Wait<absl::StatusOr<std::vector<RegisteredLayer>>>(
-      [&](auto done) { core_->ListLayersAsync(DeadlineOf(options), std::move(done)); });
+      [&](auto done) { ListLayersAsync(std::move(done), options); });
+}
+
+void Client::ListLayersAsync(Callback<std::vector<RegisteredLayer>> callback,
+                             const CallOptions& options) {
+  core_->ListLayersAsync(DeadlineOf(options), std::move(callback));
 }
 
 absl::StatusOr<RegisteredLayer> Client::RegisterLayerWithInfo(const LayerSpec& layer,
                                                               const CallOptions& options) {
-  return Wait<absl::StatusOr<RegisteredLayer>>([&](auto done) {
-    core_->RegisterLayerAsync(layer, DeadlineOf(options),
-                              options.wait_for_ready.value_or(WaitForReadyDefault()),
-                              std::move(done));
-  });
+  return Wait<absl::StatusOr<RegisteredLayer>>(
+      [&](auto done) { RegisterLayerWithInfoAsync(layer, std::move(done), options); });
+}
+
+void Client::RegisterLayerWithInfoAsync(const LayerSpec& layer, Callback<RegisteredLayer> callback,
+                                        const CallOptions& options) {
+  core_->RegisterLayerAsync(layer, DeadlineOf(options),
+                            options.wait_for_ready.value_or(WaitForReadyDefault()),
+                            std::move(callback));
 }
 
 absl::Status Client::RegisterLayer(const LayerSpec& layer, const CallOptions& options) {
@@ -196,17 +213,22 @@ absl::Status Client::RegisterLayer(const LayerSpec& layer, const CallOptions& op
 
 void Client::RegisterLayerAsync(const LayerSpec& layer, StatusCallback callback,
                                 const CallOptions& options) {
-  core_->RegisterLayerAsync(
-      layer, DeadlineOf(options), options.wait_for_ready.value_or(WaitForReadyDefault()),
+  RegisterLayerWithInfoAsync(
+      layer,
       [callback = std::move(callback)](absl::StatusOr<RegisteredLayer> r) mutable {
         callback(r.status());
-      });
+      },
+      options);
 }
 
 absl::Status Client::RemoveLayer(absl::string_view layer_id, const CallOptions& options) {
-  return Wait<absl::Status>([&](auto done) {
-    core_->RemoveLayerAsync(std::string(layer_id), DeadlineOf(options), std::move(done));
-  });
+  return Wait<absl::Status>(
+      [&](auto done) { RemoveLayerAsync(layer_id, std::move(done), options); });
+}
+
+void Client::RemoveLayerAsync(absl::string_view layer_id, StatusCallback callback,
+                              const CallOptions& options) {
+  core_->RemoveLayerAsync(std::string(layer_id), DeadlineOf(options), std::move(callback));
 }
 
 }  // namespace atp::client

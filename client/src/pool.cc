@@ -728,59 +728,100 @@ void Pool::RegisterLayerAsync(const LayerSpec& layer, const Placement& placement
 }
 
 absl::Status Pool::RemoveLayer(absl::string_view layer_id, const CallOptions& options) {
+  absl::Status result;
+  absl::Notification done;
+  RemoveLayerAsync(
+      layer_id,
+      [&](absl::Status s) {
+        result = std::move(s);
+        done.Notify();
+      },
+      options);
+  done.WaitForNotification();
+  return result;
+}
+
+void Pool::RemoveLayerAsync(absl::string_view layer_id, StatusCallback callback,
+                            const CallOptions& options) {
+  const std::string id(layer_id);
   std::vector<std::shared_ptr<ClientCore>> forget, remove;
+  bool known = false;
   {
     absl::MutexLock lock(&impl_->mu);
-    auto it = impl_->layers.find(std::string(layer_id));
-    if (it == impl_->layers.end()) {
-      return absl::NotFoundError(
-          absl::StrCat("layer ", layer_id, " is not registered in the pool"));
-    }
-    for (const auto& [a, w] : impl_->workers) {
-      forget.push_back(w->core);
-      if (Impl::Usable(*w) && w->core->LayerConfirmed(std::string(layer_id))) {
-        remove.push_back(w->core);
+    auto it = impl_->layers.find(id);
+    if (it != impl_->layers.end()) {
+      known = true;
+      for (const auto& [a, w] : impl_->workers) {
+        forget.push_back(w->core);
+        if (Impl::Usable(*w) && w->core->LayerConfirmed(id)) remove.push_back(w->core);
       }
+      impl_->layers.erase(it);
     }
-    impl_->layers.erase(it);
   }
-  for (const auto& core : forget) core->ForgetLayer(std::string(layer_id));
-  absl::Mutex mu;
-  int left = static_cast<int>(remove.size());
-  absl::Status first;
+  if (!known) {
+    callback(absl::NotFoundError(absl::StrCat("layer ", id, " is not registered in the pool")));
+    return;
+  }
+  for (const auto& core : forget) core->ForgetLayer(id);
+  if (remove.empty()) {
+    callback(absl::OkStatus());
+    return;
+  }
+  // Completes when every worker answered; NOT_FOUND (already gone) is fine.
+  struct Join {
+    absl::Mutex mu;
+    int left ABSL_GUARDED_BY(mu) = 0;
+    absl::Status first ABSL_GUARDED_BY(mu);
+    StatusCallback callback;
+  };
+  auto join = std::make_shared<Join>();
+  join->left = static_cast<int>(remove.size());
+  join->callback = std::move(callback);
   const absl::Time deadline = DeadlineOf(options);
   for (const auto& core : remove) {
-    core->RemoveLayerAsync(std::string(layer_id), deadline, [&](absl::Status s) {
-      absl::MutexLock lock(&mu);
-      if (!s.ok() && s.code() != absl::StatusCode::kNotFound && first.ok()) first = s;
-      --left;
+    core->RemoveLayerAsync(id, deadline, [join](absl::Status s) {
+      absl::Status result;
+      {
+        absl::MutexLock lock(&join->mu);
+        if (!s.ok() && s.code() != absl::StatusCode::kNotFound && join->first.ok()) {
+          join->first = s;
+        }
+        if (--join->left > 0) return;
+        result = join->first;
+      }
+      join->callback(result);
     });
   }
-  absl::MutexLock lock(&mu);
-  mu.Await(absl::Condition(
-      +[](int* n) { return *n == 0; }, &left));
-  return first;
 }
 
 absl::StatusOr<WorkerStatistics> Pool::GetWorkerStatistics(absl::string_view address,
                                                            const CallOptions& options) {
+  absl::StatusOr<WorkerStatistics> result = absl::UnknownError("not run");
+  absl::Notification done;
+  GetWorkerStatisticsAsync(
+      address,
+      [&](absl::StatusOr<WorkerStatistics> s) {
+        result = std::move(s);
+        done.Notify();
+      },
+      options);
+  done.WaitForNotification();
+  return result;
+}
+
+void Pool::GetWorkerStatisticsAsync(absl::string_view address, Callback<WorkerStatistics> callback,
+                                    const CallOptions& options) {
   std::shared_ptr<ClientCore> core;
   {
     absl::MutexLock lock(&impl_->mu);
     auto it = impl_->workers.find(std::string(address));
-    if (it == impl_->workers.end()) {
-      return absl::NotFoundError(absl::StrCat("no worker ", address, " in the pool"));
-    }
-    core = it->second->core;
+    if (it != impl_->workers.end()) core = it->second->core;
   }
-  absl::StatusOr<WorkerStatistics> result = absl::UnknownError("not run");
-  absl::Notification done;
-  core->GetStatisticsAsync(DeadlineOf(options), [&](absl::StatusOr<WorkerStatistics> s) {
-    result = std::move(s);
-    done.Notify();
-  });
-  done.WaitForNotification();
-  return result;
+  if (core == nullptr) {
+    callback(absl::NotFoundError(absl::StrCat("no worker ", address, " in the pool")));
+    return;
+  }
+  core->GetStatisticsAsync(DeadlineOf(options), std::move(callback));
 }
 
 }  // namespace atp::client

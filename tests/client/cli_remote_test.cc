@@ -47,7 +47,7 @@ class CliRemoteTest : public ::testing::Test {
     auto w = WorkerProcess::Start({.binary = WorkerBinary(), .threads = 0});
     ASSERT_TRUE(w.ok()) << w.status();
     worker_ = w->release();
-    dir_ = new std::string(::testing::TempDir() + "/cli_remote");
+    dir_ = new std::string(ScratchDir() + "/cli_remote");
     ASSERT_EQ(Atp({"generate", "layer", "--d-model", "48", "--heads", "6", "--kv-heads", "2",
                    "--bias", "--seed", "3", "--output", Path("attn.safetensors")})
                   .exit_code,

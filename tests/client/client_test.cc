@@ -387,7 +387,7 @@ TEST(ClientStandaloneTest, RestartedWorkerGetsItsLayerRegisteredAgain) {
 }
 
 TEST(ClientStandaloneTest, BearerTokenIsSentOnEveryCall) {
-  const std::string token_file = absl::StrCat(::testing::TempDir(), "/client_token");
+  const std::string token_file = absl::StrCat(ScratchDir(), "/client_token");
   std::ofstream(token_file) << "s3cret\n";
   auto w = WorkerProcess::Start(
       {.binary = WorkerBinary(), .extra_args = {absl::StrCat("--token-file=", token_file)}});
@@ -410,7 +410,7 @@ TEST(ClientStandaloneTest, BearerTokenIsSentOnEveryCall) {
 class ClientTlsTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    dir_ = new std::string(absl::StrCat(::testing::TempDir(), "/client_tls"));
+    dir_ = new std::string(absl::StrCat(ScratchDir(), "/client_tls"));
     const std::string ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
     const std::string script = absl::StrCat(
         "set -e; rm -rf ", *dir_, "; mkdir -p ", *dir_, "; cd ", *dir_, "\n", "openssl req -x509 ",

@@ -343,6 +343,26 @@ TEST_F(PoolTest, RequestsFailWithTheirOwnErrorsWithoutReplay) {
   EXPECT_EQ(failed, 2u) << "one attempt each";
 }
 
+TEST_F(PoolTest, RemoveLayerRemovesItFromEveryWorker) {
+  auto pool = MakePool();
+  ASSERT_NE(pool, nullptr);
+  const Workload w(1, 8, 8, 11);
+  ASSERT_TRUE(pool->RegisterLayer(ClientAttention("gone", w.shape, w.weights)).ok());
+  ASSERT_TRUE(pool->AtpAttention(w.Request("gone", 0)).ok());
+  EXPECT_TRUE(pool->RemoveLayer("gone").ok());
+  EXPECT_EQ(pool->RemoveLayer("gone").code(), absl::StatusCode::kNotFound);
+  EXPECT_TRUE(pool->PlacementOf("gone").empty());
+  for (const auto& worker : workers_) {
+    auto c = client::Client::Create(worker->address());
+    ASSERT_TRUE(c.ok());
+    auto layers = (*c)->ListLayers();
+    ASSERT_TRUE(layers.ok()) << layers.status();
+    EXPECT_TRUE(layers->empty()) << worker->address();
+  }
+  // A request for it now fails as unknown, without being replayed.
+  EXPECT_EQ(pool->AtpAttention(w.Request("gone", 0)).status().code(), absl::StatusCode::kNotFound);
+}
+
 TEST_F(PoolTest, DeadlineExpiresWhenNoWorkerIsReady) {
   const std::string address = workers_[0]->address();
   for (auto& worker : workers_) worker->Kill();

@@ -9,6 +9,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "test_util.h"
+#include "worker_process.h"
 
 namespace atp::testing {
 namespace {
@@ -173,7 +174,7 @@ void WriteSafetensors(const std::string& path, const Weights& w,
 TEST(LayerSpecTest, ReadsSafetensorsLayerFiles) {
   const AttentionShape shape{.d_model = 16, .heads = 4, .kv_heads = 2, .head_dim = 4};
   const Weights w = RandomAttentionWeights(shape, 7);
-  const std::string path = absl::StrCat(::testing::TempDir(), "/attn.safetensors");
+  const std::string path = absl::StrCat(ScratchDir(), "/attn.safetensors");
   WriteSafetensors(path, w,
                    {{"num_heads", "4"},
                     {"num_kv_heads", "2"},
@@ -195,7 +196,7 @@ TEST(LayerSpecTest, ReadsSafetensorsLayerFiles) {
   EXPECT_NE(mem.digest(), spec->digest());  // key_scale differs
 
   const Weights lin = RandomLinearWeights(5, 3, false, 8);
-  const std::string lin_path = absl::StrCat(::testing::TempDir(), "/lin.safetensors");
+  const std::string lin_path = absl::StrCat(ScratchDir(), "/lin.safetensors");
   WriteSafetensors(lin_path, lin, {});
   auto l = LayerSpec::FromSafetensors("lin", lin_path);
   ASSERT_TRUE(l.ok()) << l.status();
@@ -204,7 +205,7 @@ TEST(LayerSpecTest, ReadsSafetensorsLayerFiles) {
 
   EXPECT_EQ(LayerSpec::FromSafetensors("x", "/no/such/file").status().code(),
             absl::StatusCode::kNotFound);
-  const std::string junk = absl::StrCat(::testing::TempDir(), "/junk.safetensors");
+  const std::string junk = absl::StrCat(ScratchDir(), "/junk.safetensors");
   std::ofstream(junk, std::ios::binary) << std::string("\x05\0\0\0\0\0\0\0{\"a\":", 13);
   auto bad = LayerSpec::FromSafetensors("x", junk);
   EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);

@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -161,6 +162,25 @@ absl::StatusOr<int> WorkerProcess::WaitExit(absl::Duration timeout) {
 std::string WorkerProcess::log() const {
   absl::MutexLock lock(&mu_);
   return log_;
+}
+
+std::string ScratchDir() {
+  // Removed when the process exits.
+  struct Dir {
+    std::string path;
+    Dir() {
+      const char* tmp = std::getenv("TMPDIR");
+      path = absl::StrCat(tmp != nullptr && *tmp != '\0' ? tmp : "/tmp", "/atp-client-test-",
+                          ::getpid());
+      std::filesystem::create_directories(path);
+    }
+    ~Dir() {
+      std::error_code ignored;
+      std::filesystem::remove_all(path, ignored);
+    }
+  };
+  static Dir dir;
+  return dir.path;
 }
 
 absl::StatusOr<CommandResult> RunCommand(const std::vector<std::string>& argv,

@@ -72,6 +72,10 @@ class WorkerProcess {
 // The atp-worker binary: $ATP_WORKER_BINARY, else the one this build made.
 std::string WorkerBinary();
 
+// A directory of this test process's own under the test temporary directory (CTest runs test
+// processes in parallel: they must not share file names). Created on first use.
+std::string ScratchDir();
+
 // What a finished command printed and returned.
 struct CommandResult {
   int exit_code = -1;  // 128 + signal when killed

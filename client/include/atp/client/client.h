@@ -61,19 +61,28 @@ class Client final : public Offloader {
   // One grpc.health.v1 Check: `service` "" is liveness, "atp.v1.Worker" readiness.
   absl::StatusOr<Readiness> CheckHealth(absl::string_view service = "atp.v1.Worker",
                                         const CallOptions& options = {});
+  void CheckHealthAsync(absl::string_view service, Callback<Readiness> callback,
+                        const CallOptions& options = {});
   absl::StatusOr<ServerInfo> GetServerInfo(const CallOptions& options = {});
   void GetServerInfoAsync(Callback<ServerInfo> callback, const CallOptions& options = {});
   absl::StatusOr<WorkerStatistics> GetStatistics(const CallOptions& options = {});
+  void GetStatisticsAsync(Callback<WorkerStatistics> callback, const CallOptions& options = {});
   absl::StatusOr<std::vector<RegisteredLayer>> ListLayers(const CallOptions& options = {});
+  void ListLayersAsync(Callback<std::vector<RegisteredLayer>> callback,
+                       const CallOptions& options = {});
 
   // Registers on the worker and tells what it holds now.
   absl::StatusOr<RegisteredLayer> RegisterLayerWithInfo(const LayerSpec& layer,
                                                         const CallOptions& options = {});
+  void RegisterLayerWithInfoAsync(const LayerSpec& layer, Callback<RegisteredLayer> callback,
+                                  const CallOptions& options = {});
 
   absl::Status RegisterLayer(const LayerSpec& layer, const CallOptions& options = {}) override;
   void RegisterLayerAsync(const LayerSpec& layer, StatusCallback callback,
                           const CallOptions& options = {}) override;
   absl::Status RemoveLayer(absl::string_view layer_id, const CallOptions& options = {}) override;
+  void RemoveLayerAsync(absl::string_view layer_id, StatusCallback callback,
+                        const CallOptions& options = {}) override;
 
  protected:
   void Submit(std::vector<std::unique_ptr<internal::OpCall>> calls) override;

@@ -58,6 +58,8 @@ class Offloader {
                                   const CallOptions& options = {}) = 0;
   // Forgets a layer and removes it from the workers that hold it. NOT_FOUND when unknown.
   virtual absl::Status RemoveLayer(absl::string_view layer_id, const CallOptions& options = {}) = 0;
+  virtual void RemoveLayerAsync(absl::string_view layer_id, StatusCallback callback,
+                                const CallOptions& options = {}) = 0;
 
   absl::StatusOr<AttentionResult> AtpAttention(const AtpAttentionRequest& request,
                                                const CallOptions& options = {});

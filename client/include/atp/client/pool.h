@@ -99,10 +99,14 @@ class Pool final : public Offloader {
                           StatusCallback callback, const CallOptions& options = {});
   // Forgets the layer and removes it from the ready workers that hold it.
   absl::Status RemoveLayer(absl::string_view layer_id, const CallOptions& options = {}) override;
+  void RemoveLayerAsync(absl::string_view layer_id, StatusCallback callback,
+                        const CallOptions& options = {}) override;
 
   // Statistics of one worker (an address from Workers()).
   absl::StatusOr<WorkerStatistics> GetWorkerStatistics(absl::string_view address,
                                                        const CallOptions& options = {});
+  void GetWorkerStatisticsAsync(absl::string_view address, Callback<WorkerStatistics> callback,
+                                const CallOptions& options = {});
 
  protected:
   void Submit(std::vector<std::unique_ptr<internal::OpCall>> calls) override;
