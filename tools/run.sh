@@ -104,8 +104,10 @@ progress=off
 [[ -t 2 ]] && progress=on
 # In the background with `wait`, so that a signal to this script is handled at once.
 # shellcheck disable=SC2086  # ATP_ENCODER_ARGS is a list of options
+# The in-process reference computes on the workers' backend kind (the CPU without a GPU).
 "$encoder" --targets="$(IFS=,; echo "${targets[*]}")" --batch="$batch" --length="$length" \
-  --blocks="$blocks" --progress="$progress" ${ATP_ENCODER_ARGS:-} &
+  --blocks="$blocks" --progress="$progress" --reference-backend="$backend" \
+  ${ATP_ENCODER_ARGS:-} &
 encoder_pid=$!
 status=0
 wait "$encoder_pid" || status=$?

@@ -54,7 +54,9 @@ Options (--name=value or --name value):
   --ffn-up-rank=P     of the FFN up-projections (default "energy 0.99 max 64")
   --ffn-down-rank=P   of the FFN down-projections (default "energy 0.95 max 128")
   --repeat=N          offloaded runs, the fastest reported (default 1)
-  --local-threads=N   threads of the in-process reference (default 0: all cores)
+  --local-threads=N   threads of the in-process reference on the CPU (default 0: all cores)
+  --reference-backend=cpu|cuda|auto  where the in-process reference computes (default cpu; give
+                      the workers' backend to compare like with like, e.g. auto on a GPU host)
   --dense=on|off      also compute the same weights with exact attention and dense FFN maps, and
                       print how far the ATP encoder is from it (default off: they are different
                       functions, ATP models are fine-tuned with ATP)
@@ -70,6 +72,7 @@ struct Flags {
   bool dense = false;
   std::string progress = "auto";
   std::string json, tls_ca, token_file;
+  std::string reference_backend = "cpu";
 };
 
 bool ParseFlags(int argc, char** argv, Flags* f, std::string* error) {
@@ -133,6 +136,12 @@ bool ParseFlags(int argc, char** argv, Flags* f, std::string* error) {
         return false;
       }
       f->progress = value;
+    } else if (name == "reference-backend") {
+      if (value != "cpu" && value != "cuda" && value != "auto") {
+        *error = "--reference-backend wants cpu, cuda or auto";
+        return false;
+      }
+      f->reference_backend = value;
     } else if (name == "json") {
       f->json = value;
     } else if (name == "tls-ca") {
@@ -238,10 +247,11 @@ int main(int argc, char** argv) {
   options.client.bearer_token_file = flags.token_file;
   auto pool = atp::client::Pool::Create(flags.targets, options);
   if (!pool.ok()) return Fail("pool", pool.status());
-  // Every worker named, for a while; then any one will do (the pool uses the others once ready).
+  // Every worker named, for a few seconds; then any one will do (the pool uses the others once
+  // they are ready).
   const int named = static_cast<int>((*pool)->Workers().size());
-  if (!(*pool)->WaitUntilReady(std::max(named, 1), absl::Now() + absl::Seconds(30)).ok()) {
-    if (auto s = (*pool)->WaitUntilReady(1, absl::Now() + absl::Seconds(30)); !s.ok()) {
+  if (!(*pool)->WaitUntilReady(std::max(named, 1), absl::Now() + absl::Seconds(5)).ok()) {
+    if (auto s = (*pool)->WaitUntilReady(1, absl::Now() + absl::Seconds(60)); !s.ok()) {
       return Fail("pool", s);
     }
   }
@@ -263,10 +273,17 @@ int main(int argc, char** argv) {
               static_cast<long long>(3 * c.blocks), Bytes(weight_bytes).c_str(), Seconds(t));
 
   // The in-process reference first (its per-layer outputs are kept to compare with).
-  std::printf("in-process reference (CPU backend, %s threads)...\n",
-              flags.local_threads == 0 ? "all" : absl::StrCat(flags.local_threads).c_str());
+  std::unique_ptr<atp::kernels::Backend> backend;
+  if (flags.reference_backend == "cpu") {
+    backend = atp::kernels::CreateCpuBackend({.threads = static_cast<int>(flags.local_threads)});
+  } else {
+    auto b = atp::kernels::CreateBackend(flags.reference_backend);
+    if (!b.ok()) return Fail("reference backend", b.status());
+    backend = *std::move(b);
+  }
+  std::printf("in-process reference (%s backend: %s)...\n", backend->name().c_str(),
+              backend->device_description().c_str());
   std::fflush(stdout);
-  auto backend = atp::kernels::CreateCpuBackend({.threads = static_cast<int>(flags.local_threads)});
   auto local_ops = atp::examples::LocalOps(backend.get(), *weights);
   if (!local_ops.ok()) return Fail("reference", local_ops.status());
   std::vector<std::vector<std::vector<float>>> ref_layers;
