@@ -250,6 +250,31 @@ TEST_F(CliRemoteTest, RemoteOptionsMisusedAreUsageErrors) {
   EXPECT_THAT(bad_ca.err, HasSubstr("/no/such"));
 }
 
+TEST_F(CliRemoteTest, TlsWorkerIsVerifiedByTheGivenName) {
+  const std::string certs = Path("certs");
+  ASSERT_TRUE(MakeTestCertificates(certs).ok());
+  auto w = WorkerProcess::Start({.binary = WorkerBinary(),
+                                 .extra_args = {absl::StrCat("--tls-cert=", certs, "/server.pem"),
+                                                absl::StrCat("--tls-key=", certs, "/server.key")}});
+  ASSERT_TRUE(w.ok()) << w.status();
+  const std::string ca = absl::StrCat(certs, "/ca.pem");
+  // The certificate names "localhost", not 127.0.0.1.
+  CommandResult by_ip = Atp({"health", "--target", (*w)->address(), "--tls-ca", ca});
+  EXPECT_EQ(by_ip.exit_code, 1);
+  CommandResult named = Atp(
+      {"health", "--target", (*w)->address(), "--tls-ca", ca, "--tls-server-name", "localhost"});
+  EXPECT_EQ(named.exit_code, 0) << named.err;
+  CommandResult run =
+      Atp({"run", "decompose", "--input", Path("x.npy"), "--output-prefix", Path("tls"), "--rank",
+           "2", "--target", absl::StrCat("localhost:", (*w)->port()), "--tls-ca", ca});
+  EXPECT_EQ(run.exit_code, 0) << run.err;
+  CommandResult plaintext = Atp({"info", "--target", (*w)->address()});
+  EXPECT_EQ(plaintext.exit_code, 1);
+  CommandResult name_alone =
+      Atp({"info", "--target", (*w)->address(), "--tls-server-name", "localhost"});
+  EXPECT_EQ(name_alone.exit_code, 2);
+}
+
 TEST_F(CliRemoteTest, TokenFileIsSentToAWorkerThatRequiresOne) {
   const std::string token = Path("token");
   std::ofstream(token) << "tok-123\n";

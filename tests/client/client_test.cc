@@ -411,19 +411,8 @@ class ClientTlsTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     dir_ = new std::string(absl::StrCat(ScratchDir(), "/client_tls"));
-    const std::string ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
-    const std::string script = absl::StrCat(
-        "set -e; rm -rf ", *dir_, "; mkdir -p ", *dir_, "; cd ", *dir_, "\n", "openssl req -x509 ",
-        ec, " -keyout ca.key -out ca.pem -days 2 -subj '/CN=atp client test CA'\n",
-        "printf 'subjectAltName=DNS:localhost\\n' > san.ext\n", "openssl req ", ec,
-        " -keyout server.key -out server.csr -subj '/CN=localhost'\n",
-        "openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 ",
-        "-extfile san.ext -out server.pem\n", "openssl req ", ec,
-        " -keyout client.key -out client.csr -subj '/CN=atp client'\n",
-        "openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 ",
-        "-out client.pem\n");
-    auto r = RunCommand({"/bin/sh", "-c", script});
-    ASSERT_TRUE(r.ok() && r->exit_code == 0) << (r.ok() ? r->err : r.status().ToString());
+    const absl::Status made = MakeTestCertificates(*dir_);
+    ASSERT_TRUE(made.ok()) << made;
   }
   static std::string File(const std::string& name) { return absl::StrCat(*dir_, "/", name); }
   static std::vector<std::string> TlsFlags(bool mutual) {

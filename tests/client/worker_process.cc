@@ -183,6 +183,26 @@ std::string ScratchDir() {
   return dir.path;
 }
 
+absl::Status MakeTestCertificates(const std::string& dir) {
+  const std::string ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+  const std::string script = absl::StrCat(
+      "set -e; mkdir -p ", dir, "; cd ", dir, "\n", "openssl req -x509 ", ec,
+      " -keyout ca.key -out ca.pem -days 2 -subj '/CN=atp client test CA'\n",
+      "printf 'subjectAltName=DNS:localhost\\n' > san.ext\n", "openssl req ", ec,
+      " -keyout server.key -out server.csr -subj '/CN=localhost'\n",
+      "openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 ",
+      "-extfile san.ext -out server.pem\n", "openssl req ", ec,
+      " -keyout client.key -out client.csr -subj '/CN=atp client'\n",
+      "openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 ",
+      "-out client.pem\n");
+  absl::StatusOr<CommandResult> r = RunCommand({"/bin/sh", "-c", script});
+  if (!r.ok()) return r.status();
+  if (r->exit_code != 0) {
+    return absl::InternalError(absl::StrCat("making test certificates failed: ", r->err));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<CommandResult> RunCommand(const std::vector<std::string>& argv,
                                          absl::Duration timeout) {
   int out_pipe[2], err_pipe[2];

@@ -76,6 +76,10 @@ std::string WorkerBinary();
 // processes in parallel: they must not share file names). Created on first use.
 std::string ScratchDir();
 
+// Writes, with the openssl tool, into `dir`: ca.pem/ca.key (a CA), server.pem/server.key (a
+// certificate for the name "localhost" only, no IP address) and client.pem/client.key.
+absl::Status MakeTestCertificates(const std::string& dir);
+
 // What a finished command printed and returned.
 struct CommandResult {
   int exit_code = -1;  // 128 + signal when killed

@@ -243,6 +243,7 @@ absl::StatusOr<ExecutorOptions> ParseExecutionOptions(const ArgParser& p) {
   }
   options.target = remote->target;
   options.tls_ca = remote->tls_ca;
+  options.tls_server_name = remote->tls_server_name;
   options.token_file = remote->token_file;
   options.timeout = remote->timeout;
   return options;

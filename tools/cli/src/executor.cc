@@ -64,7 +64,8 @@ class LocalExecutor : public Executor {
 absl::StatusOr<std::unique_ptr<Executor>> CreateExecutor(const ExecutorOptions& options) {
   if (!options.target.empty()) {
     return CreateRemoteExecutor(
-        RemoteOptions{options.target, options.tls_ca, options.token_file, options.timeout},
+        RemoteOptions{options.target, options.tls_ca, options.tls_server_name, options.token_file,
+                      options.timeout},
         options.on_step);
   }
   absl::StatusOr<std::unique_ptr<kernels::Backend>> backend =

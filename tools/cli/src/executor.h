@@ -48,6 +48,7 @@ struct ExecutorOptions {
   // TLS CA and token files and this deadline per call.
   std::string target;
   std::string tls_ca;
+  std::string tls_server_name;
   std::string token_file;
   absl::Duration timeout = absl::Seconds(600);
   // Called before and between compute steps (from the calling thread), e.g. to show progress.

@@ -219,6 +219,7 @@ class RemoteExecutor : public Executor {
 absl::StatusOr<std::unique_ptr<client::Client>> ConnectToWorker(const RemoteOptions& options) {
   client::ClientOptions copt;
   copt.tls.ca_file = options.tls_ca;
+  copt.tls.server_name_override = options.tls_server_name;
   copt.bearer_token_file = options.token_file;
   copt.default_timeout = options.timeout;
   copt.watch_health = false;  // one-shot commands

@@ -21,6 +21,8 @@ struct RemoteOptions {
   std::string target;
   // PEM CA file: turns TLS on and verifies the worker with it.
   std::string tls_ca;
+  // Name to verify the worker's certificate against instead of the target's host.
+  std::string tls_server_name;
   // File holding the bearer token.
   std::string token_file;
   absl::Duration timeout = absl::Seconds(600);

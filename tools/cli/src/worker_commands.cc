@@ -113,6 +113,8 @@ void AddRemoteOptions(ArgParser& p, bool for_run) {
               for_run ? "an atp-worker's address; the op runs there through the client library"
                       : "the atp-worker's address (required)");
   p.AddOption("tls-ca", "FILE", "PEM CA certificate: connect with TLS and verify the worker");
+  p.AddOption("tls-server-name", "NAME",
+              "verify the worker's certificate against NAME instead of the target's host");
   p.AddOption("token-file", "FILE", "file holding the bearer token the worker requires");
   p.AddOption("timeout", "SECONDS", "deadline of each call to the worker (default 600)");
 }
@@ -121,12 +123,17 @@ absl::StatusOr<RemoteOptions> ParseRemoteOptions(const ArgParser& p) {
   RemoteOptions o;
   o.target = p.Get("target").value_or("");
   o.tls_ca = p.Get("tls-ca").value_or("");
+  o.tls_server_name = p.Get("tls-server-name").value_or("");
+  if (!o.tls_server_name.empty() && o.tls_ca.empty()) {
+    return p.Error("--tls-server-name needs --tls-ca");
+  }
   o.token_file = p.Get("token-file").value_or("");
   absl::StatusOr<double> timeout = p.GetDouble("timeout", 600, 0, 86400 * 7, false);
   if (!timeout.ok()) return timeout.status();
   o.timeout = absl::Seconds(*timeout);
-  if (o.target.empty() && (p.Has("tls-ca") || p.Has("token-file") || p.Has("timeout"))) {
-    return p.Error("--tls-ca, --token-file and --timeout need --target");
+  if (o.target.empty() &&
+      (p.Has("tls-ca") || p.Has("tls-server-name") || p.Has("token-file") || p.Has("timeout"))) {
+    return p.Error("--tls-ca, --tls-server-name, --token-file and --timeout need --target");
   }
   if (p.Has("target") && o.target.empty()) return p.Error("--target is empty, want HOST:PORT");
   return o;
