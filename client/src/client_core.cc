@@ -524,7 +524,14 @@ class ClientCoreImpl final : public ClientCore,
       if (shutdown_) return;
       shutdown_ = true;
     }
-    live_.CloseAndWait(absl::Seconds(30));
+    if (!live_.CloseAndWait(absl::Seconds(60))) {
+      // A call still holds this core after a minute (gRPC keeps one of its slices on a connection
+      // that never drains). Its callbacks use this object: keep it alive for the rest of the
+      // process rather than free it under them.
+      if (std::shared_ptr<ClientCoreImpl> self = weak_from_this().lock()) {
+        new std::shared_ptr<ClientCoreImpl>(std::move(self));  // intentionally leaked
+      }
+    }
     // Registrations and info fetches waiting on each other were failed by their calls.
   }
 
