@@ -3,11 +3,10 @@
 #include <cmath>
 #include <vector>
 
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_split.h"
+#include "atp/formats/layer_file.h"
+#include "atp/formats/safetensors.h"
 #include "atp/wire/layer_digest.h"
-#include "safetensors_reader.h"
 
 namespace atp::client {
 
@@ -135,6 +134,54 @@ absl::Status ValidateLinear(const LayerSpec::Data& d) {
   return absl::OkStatus();
 }
 
+formats::RankPolicy ToFormats(const RankPolicy& policy) {
+  formats::RankPolicy out;
+  switch (policy.kind) {
+    case RankPolicy::Kind::kFixed:
+      out.kind = formats::RankPolicy::Kind::kFixed;
+      break;
+    case RankPolicy::Kind::kFraction:
+      out.kind = formats::RankPolicy::Kind::kFraction;
+      break;
+    case RankPolicy::Kind::kEnergy:
+      out.kind = formats::RankPolicy::Kind::kEnergy;
+      break;
+  }
+  out.value = policy.value;
+  out.max_rank = policy.max_rank;
+  return out;
+}
+
+RankPolicy FromFormats(const formats::RankPolicy& policy) {
+  RankPolicy out;
+  switch (policy.kind) {
+    case formats::RankPolicy::Kind::kFixed:
+      out.kind = RankPolicy::Kind::kFixed;
+      break;
+    case formats::RankPolicy::Kind::kFraction:
+      out.kind = RankPolicy::Kind::kFraction;
+      break;
+    case formats::RankPolicy::Kind::kEnergy:
+      out.kind = RankPolicy::Kind::kEnergy;
+      break;
+  }
+  out.value = policy.value;
+  out.max_rank = policy.max_rank;
+  return out;
+}
+
+DType FromFormats(formats::DType dtype) {
+  switch (dtype) {
+    case formats::DType::kF32:
+      return DType::kF32;
+    case formats::DType::kF16:
+      return DType::kF16;
+    case formats::DType::kBF16:
+      return DType::kBF16;
+  }
+  return DType::kF32;
+}
+
 absl::StatusOr<std::map<std::string, Tensor>> CopyWeights(
     const std::string& id, const std::map<std::string, TensorView>& views) {
   std::map<std::string, Tensor> out;
@@ -175,47 +222,13 @@ absl::Status ValidateRankPolicy(const RankPolicy& policy) {
 }
 
 std::string RankPolicyString(const RankPolicy& policy) {
-  std::string out;
-  switch (policy.kind) {
-    case RankPolicy::Kind::kFixed:
-      out = absl::StrCat("fixed ", static_cast<int64_t>(policy.value));
-      break;
-    case RankPolicy::Kind::kFraction:
-      out = absl::StrCat("fraction ", policy.value);
-      break;
-    case RankPolicy::Kind::kEnergy:
-      out = absl::StrCat("energy ", policy.value);
-      break;
-  }
-  if (policy.max_rank > 0) absl::StrAppend(&out, " max ", policy.max_rank);
-  return out;
+  return formats::RankPolicyString(ToFormats(policy));
 }
 
 absl::StatusOr<RankPolicy> ParseRankPolicy(absl::string_view text) {
-  const std::vector<absl::string_view> words = absl::StrSplit(text, ' ', absl::SkipWhitespace());
-  auto bad = [&]() {
-    return absl::InvalidArgumentError(
-        absl::StrCat("rank policy \"", text,
-                     "\" is not one of \"energy T\", \"fixed N\", \"fraction F\" (each optionally "
-                     "followed by \"max N\")"));
-  };
-  if (words.size() != 2 && words.size() != 4) return bad();
-  RankPolicy policy;
-  if (words[0] == "energy") {
-    policy.kind = RankPolicy::Kind::kEnergy;
-  } else if (words[0] == "fixed") {
-    policy.kind = RankPolicy::Kind::kFixed;
-  } else if (words[0] == "fraction") {
-    policy.kind = RankPolicy::Kind::kFraction;
-  } else {
-    return bad();
-  }
-  if (!absl::SimpleAtod(words[1], &policy.value) || !std::isfinite(policy.value)) return bad();
-  if (words.size() == 4 && (words[2] != "max" || !absl::SimpleAtoi(words[3], &policy.max_rank))) {
-    return bad();
-  }
-  if (auto s = ValidateRankPolicy(policy); !s.ok()) return s;
-  return policy;
+  absl::StatusOr<formats::RankPolicy> policy = formats::ParseRankPolicy(text);
+  if (!policy.ok()) return policy.status();
+  return FromFormats(*policy);
 }
 
 absl::StatusOr<LayerSpec> LayerSpec::Build(Data data) {
@@ -293,67 +306,36 @@ absl::StatusOr<LayerSpec> LayerSpec::Linear(std::string id, Tensor weight,
 }
 
 absl::StatusOr<LayerSpec> LayerSpec::FromSafetensors(std::string id, const std::string& path) {
-  absl::StatusOr<internal::SafetensorsContents> file = internal::ReadSafetensorsFile(path);
+  absl::StatusOr<formats::SafetensorsReader> file = formats::SafetensorsReader::Open(path);
   if (!file.ok()) return file.status();
-  const auto& meta = file->metadata;
-  auto meta_error = [&](absl::string_view key, absl::string_view value, absl::string_view want) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(path, ": __metadata__ ", key, " is \"", value, "\", want ", want));
-  };
-  auto read_int = [&](absl::string_view key, int64_t* out) -> absl::Status {
-    auto it = meta.find(std::string(key));
-    if (it == meta.end()) return absl::OkStatus();
-    if (!absl::SimpleAtoi(it->second, out) || *out < 1) {
-      return meta_error(key, it->second, "an integer >= 1");
-    }
-    return absl::OkStatus();
-  };
-  std::optional<RankPolicy> default_rank;
-  if (auto it = meta.find("default_rank"); it != meta.end()) {
-    absl::StatusOr<RankPolicy> p = ParseRankPolicy(it->second);
-    if (!p.ok()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(path, ": __metadata__ default_rank: ", p.status().message()));
-    }
-    default_rank = *p;
+  absl::StatusOr<formats::LayerConfig> config =
+      formats::InterpretLayerFile(path, file->metadata(), file->tensors());
+  if (!config.ok()) return config.status();
+  Data d;
+  d.id = std::move(id);
+  for (const formats::TensorEntry& entry : file->tensors()) {
+    Tensor t(FromFormats(entry.dtype), entry.shape);
+    if (auto s = file->Read(entry, t.data()); !s.ok()) return s;
+    d.weights.emplace(entry.name, std::move(t));
   }
-  absl::StatusOr<LayerSpec> spec;
-  if (meta.contains("num_heads")) {
-    AttentionConfig c;
-    if (auto s = read_int("num_heads", &c.num_heads); !s.ok()) return s;
-    if (auto s = read_int("num_kv_heads", &c.num_kv_heads); !s.ok()) return s;
-    auto q = file->tensors.find("q_proj.weight");
-    if (q == file->tensors.end() || q->second.rank() != 2) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(path, ": attention layer (num_heads is set) lacks a 2-D q_proj.weight"));
-    }
-    c.d_model = q->second.dim(1);
-    c.head_dim = q->second.dim(0) / c.num_heads;
-    if (auto s = read_int("head_dim", &c.head_dim); !s.ok()) return s;
-    if (auto it = meta.find("key_scale"); it != meta.end()) {
-      if (it->second == "none") {
-        c.key_scale = KeyScale::kNone;
-      } else if (it->second == "inv_sqrt_len") {
-        c.key_scale = KeyScale::kInvSqrtLen;
-      } else {
-        return meta_error("key_scale", it->second, "none or inv_sqrt_len");
-      }
-    }
-    if (auto it = meta.find("scale"); it != meta.end()) {
-      if (!absl::SimpleAtof(it->second, &c.scale) || !(c.scale > 0) || !std::isfinite(c.scale)) {
-        return meta_error("scale", it->second, "a finite number > 0");
-      }
-    }
-    c.default_rank = default_rank;
-    spec = Attention(std::move(id), c, std::move(file->tensors));
+  std::optional<RankPolicy> default_rank;
+  if (config->default_rank) default_rank = FromFormats(*config->default_rank);
+  if (config->kind == formats::LayerConfig::Kind::kAttention) {
+    d.kind = Kind::kAttention;
+    d.attention.d_model = config->d_model;
+    d.attention.num_heads = config->num_heads;
+    d.attention.num_kv_heads = config->num_kv_heads;
+    d.attention.head_dim = config->head_dim;
+    d.attention.scale = config->scale;
+    d.attention.key_scale = config->key_scale == formats::KeyScale::kInvSqrtLen
+                                ? KeyScale::kInvSqrtLen
+                                : KeyScale::kNone;
+    d.attention.default_rank = default_rank;
   } else {
-    Data d;
-    d.id = std::move(id);
     d.kind = Kind::kLinear;
     d.linear_default_rank = default_rank;
-    d.weights = std::move(file->tensors);
-    spec = Build(std::move(d));
   }
+  absl::StatusOr<LayerSpec> spec = Build(std::move(d));
   if (!spec.ok()) {
     return absl::Status(spec.status().code(), absl::StrCat(path, ": ", spec.status().message()));
   }

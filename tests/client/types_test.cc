@@ -212,5 +212,74 @@ TEST(LayerSpecTest, ReadsSafetensorsLayerFiles) {
   EXPECT_THAT(bad.status().message(), HasSubstr(junk));
 }
 
+// The convention itself (every key, default and bad value) is tested once in
+// tests/client/formats/layer_file_test.cc; here, that FromSafetensors maps it into the SDK's types
+// and that its errors name the file.
+TEST(LayerSpecTest, FromSafetensorsResolvesDefaultsAndNamesTheFileInErrors) {
+  const AttentionShape shape{.d_model = 16, .heads = 4, .kv_heads = 4, .head_dim = 4};
+  const Weights w = RandomAttentionWeights(shape, 9);
+  const std::string path = absl::StrCat(ScratchDir(), "/defaults.safetensors");
+  WriteSafetensors(path, w, {{"num_heads", "4"}});
+  auto spec = LayerSpec::FromSafetensors("defaults", path);
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_EQ(spec->attention().num_kv_heads, 4);
+  EXPECT_EQ(spec->attention().head_dim, 4);
+  EXPECT_EQ(spec->attention().scale, 0.5f);  // 1/sqrt(head_dim)
+  EXPECT_EQ(spec->attention().key_scale, KeyScale::kNone);
+  EXPECT_FALSE(spec->attention().default_rank.has_value());
+  EXPECT_EQ(spec->digest(), ClientAttention("mem", shape, w).digest());
+
+  auto expect_error = [](const std::string& file, absl::string_view want) {
+    auto bad = LayerSpec::FromSafetensors("x", file);
+    ASSERT_FALSE(bad.ok()) << "want error: " << want;
+    EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(bad.status().message(), HasSubstr(file));
+    EXPECT_THAT(bad.status().message(), HasSubstr(want));
+  };
+  const std::string no_heads = absl::StrCat(ScratchDir(), "/no_heads.safetensors");
+  WriteSafetensors(no_heads, w, {{"head_dim", "4"}});
+  expect_error(no_heads, "__metadata__ has no num_heads");
+  Weights bad_k = w;
+  bad_k.shapes["k_proj.weight"] = {8, 32};
+  const std::string bad_k_path = absl::StrCat(ScratchDir(), "/bad_k.safetensors");
+  WriteSafetensors(bad_k_path, bad_k, {{"num_heads", "4"}});
+  expect_error(bad_k_path, "k_proj.weight has shape [8,32], want [16,16]");
+  Weights empty;
+  empty.values["weight"] = {};
+  empty.shapes["weight"] = {0, 5};
+  const std::string empty_path = absl::StrCat(ScratchDir(), "/empty.safetensors");
+  WriteSafetensors(empty_path, empty, {});
+  expect_error(empty_path, "weight has shape [0,5], want every dimension >= 1");
+}
+
+TEST(LayerSpecTest, FromSafetensorsKeepsHalfPrecisionWeights) {
+  // weight [2,3] and bias [2] as bf16, written byte by byte.
+  const uint16_t weight[6] = {0x3f80, 0x4000, 0x4040, 0xbf80, 0x0000, 0x3f00};
+  const uint16_t bias[2] = {0x3e80, 0xc080};
+  const std::string header =
+      "{\"__metadata__\":{\"default_rank\":\"fixed 2\"},"
+      "\"bias\":{\"dtype\":\"BF16\",\"shape\":[2],\"data_offsets\":[0,4]},"
+      "\"weight\":{\"dtype\":\"BF16\",\"shape\":[2,3],\"data_offsets\":[4,16]}}";
+  const std::string path = absl::StrCat(ScratchDir(), "/bf16.safetensors");
+  {
+    std::ofstream out(path, std::ios::binary);
+    for (int i = 0; i < 8; ++i) out.put(static_cast<char>(header.size() >> (8 * i)));
+    out << header;
+    out.write(reinterpret_cast<const char*>(bias), sizeof bias);
+    out.write(reinterpret_cast<const char*>(weight), sizeof weight);
+  }
+  auto spec = LayerSpec::FromSafetensors("bf16", path);
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_EQ(spec->kind(), LayerSpec::Kind::kLinear);
+  ASSERT_TRUE(spec->linear_default_rank().has_value());
+  EXPECT_EQ(spec->linear_default_rank()->kind, RankPolicy::Kind::kFixed);
+  EXPECT_EQ(spec->linear_default_rank()->value, 2);
+  const Tensor& got = spec->weights().at("weight");
+  EXPECT_EQ(got.dtype(), DType::kBF16);
+  EXPECT_EQ(got.shape(), (Shape{2, 3}));
+  EXPECT_EQ(got.ToF32(), (std::vector<float>{1, 2, 3, -1, 0, 0.5f}));
+  EXPECT_EQ(spec->weights().at("bias").ToF32(), (std::vector<float>{0.25f, -4}));
+}
+
 }  // namespace
 }  // namespace atp::testing

@@ -99,9 +99,12 @@ class LayerSpec {
                                           std::optional<RankPolicy> default_rank = std::nullopt);
 
   // A layer stored as a .safetensors file, in the format of the `atp` CLI: the tensor names above
-  // (F32, F16 or BF16) and `__metadata__` with num_heads (which makes it an attention layer),
-  // num_kv_heads, head_dim, key_scale ("none" | "inv_sqrt_len"), scale and default_rank ("energy
-  // 0.99", "fixed 64 max 128", ...). Errors name `path` and what was wrong.
+  // (F32, F16 or BF16; {q,k,v,o}_proj.* make an attention layer, weight and bias a linear one)
+  // and `__metadata__` with num_heads (required for attention), num_kv_heads (default num_heads),
+  // head_dim (default q_proj.weight rows / num_heads), key_scale ("none" | "inv_sqrt_len"), scale
+  // and default_rank ("energy 0.99", "fixed 64 max 128", ...). NOT_FOUND when the file does not
+  // exist; otherwise INVALID_ARGUMENT in one line naming `path` and what was wrong (a malformed
+  // or truncated file, a bad metadata value, a weight of the wrong shape).
   static absl::StatusOr<LayerSpec> FromSafetensors(std::string id, const std::string& path);
 
   // The same layer under another id (the weights are shared, not copied; the digest, which does
