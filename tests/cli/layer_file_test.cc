@@ -14,7 +14,7 @@
 namespace atp::cli {
 namespace {
 
-using ::atp::cli::testing::TempDir;
+using ::atp::formats::testing::TempDir;
 using kernels::DType;
 using kernels::KeyScale;
 using kernels::LayerSpec;

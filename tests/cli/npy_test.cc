@@ -16,10 +16,10 @@
 namespace atp::cli {
 namespace {
 
-using ::atp::cli::testing::LittleEndian;
-using ::atp::cli::testing::ReadBytes;
-using ::atp::cli::testing::TempDir;
-using ::atp::cli::testing::WriteBytes;
+using ::atp::formats::testing::LittleEndian;
+using ::atp::formats::testing::ReadBytes;
+using ::atp::formats::testing::TempDir;
+using ::atp::formats::testing::WriteBytes;
 using kernels::DType;
 using kernels::Shape;
 using kernels::Tensor;

@@ -9,6 +9,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "atp/formats/input_file.h"
 #include "file_util.h"
 
 namespace atp::cli {
@@ -205,9 +206,9 @@ std::string PythonShape(const Shape& shape) {
 }  // namespace
 
 absl::StatusOr<Tensor> ReadNpy(const std::string& path) {
-  absl::StatusOr<InputFile> opened = InputFile::Open(path);
+  absl::StatusOr<formats::InputFile> opened = formats::InputFile::Open(path);
   if (!opened.ok()) return opened.status();
-  InputFile& file = *opened;
+  formats::InputFile& file = *opened;
 
   unsigned char prefix[10];
   if (file.size() < sizeof prefix) {
