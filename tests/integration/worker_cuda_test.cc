@@ -86,22 +86,6 @@ std::vector<double> GappedSpectrum(int64_t m, double top = 8.0, double ratio = 0
   return s;
 }
 
-Mat Columns(const Mat& a, int64_t count) {
-  Mat out(a.rows, count);
-  for (int64_t i = 0; i < a.rows; ++i) {
-    for (int64_t j = 0; j < count; ++j) out(i, j) = a(i, j);
-  }
-  return out;
-}
-
-Mat Rows(const Mat& a, int64_t count) {
-  Mat out(count, a.cols);
-  for (int64_t i = 0; i < count; ++i) {
-    for (int64_t j = 0; j < a.cols; ++j) out(i, j) = a(i, j);
-  }
-  return out;
-}
-
 absl::StatusOr<client::LayerSpec> ClientAttention(const std::string& id,
                                                   const kernels::LayerSpec& spec) {
   client::AttentionConfig c;

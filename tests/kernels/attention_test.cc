@@ -87,15 +87,7 @@ std::vector<Case> AwkwardCases() {
   std::vector<Case> cases;
   auto add = [&](int64_t L, int64_t d, int64_t h, int64_t hkv, int64_t dh, bool biases, KeyScale ks,
                  float scale = 0) {
-    AttentionShape s;
-    s.d_model = d;
-    s.heads = h;
-    s.kv_heads = hkv;
-    s.head_dim = dh;
-    s.biases = biases;
-    s.key_scale = ks;
-    s.scale = scale;
-    cases.push_back({L, s});
+    cases.push_back({L, AttentionShape{d, h, hkv, dh, biases, ks, scale}});
   };
   add(1, 5, 1, 1, 3, true, KeyScale::kNone);
   add(1, 8, 2, 1, 4, false, KeyScale::kInvSqrtLen);

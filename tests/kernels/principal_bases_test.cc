@@ -14,7 +14,9 @@ namespace atp::kernels {
 namespace {
 
 using oracle::Mat;
+using testing::ExpectSignRule;
 using testing::FreshSeed;
+using testing::OrthonormalityError;
 using testing::Rng;
 using testing::SeedTrace;
 using testing::ToMat;
@@ -58,31 +60,6 @@ BasesRun Decompose(Backend& backend, const Tensor& x, const RankPolicy& rank,
   run.vt = ToMat(run.bases.vt);
   run.s = ToVec(run.bases.s);
   return run;
-}
-
-// max |UᵀU − I|.
-double OrthonormalityError(const Mat& u) {
-  const Mat g = oracle::MatMul(oracle::Transpose(u), u);
-  double worst = 0;
-  for (int64_t i = 0; i < g.rows; ++i) {
-    for (int64_t j = 0; j < g.cols; ++j) worst = std::max(worst, std::abs(g(i, j) - (i == j)));
-  }
-  return worst;
-}
-
-// The sign rule of DESIGN.md §1 holds for every column of u.
-void ExpectSignRule(const Mat& u) {
-  const double tiny = 1e-6 * std::sqrt(static_cast<double>(u.rows));
-  for (int64_t i = 0; i < u.cols; ++i) {
-    double t = 0;
-    int64_t best = 0;
-    for (int64_t j = 0; j < u.rows; ++j) {
-      t += u(j, i);
-      if (std::abs(u(j, i)) > std::abs(u(best, i))) best = j;
-    }
-    if (std::abs(t) < tiny) t = u(best, i);
-    EXPECT_GE(t, 0) << "column " << i;
-  }
 }
 
 // Geometric singular values σ_i = top·ratio^i for i < head, then a flat tail at `tail` with a

@@ -1,10 +1,12 @@
 #include "test_util.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
 
 namespace atp::testing {
 
@@ -205,6 +207,45 @@ LinearLayer RandomLinearLayer(Rng& rng, int64_t n, int64_t d, bool bias, DType d
     layer.spec.weights.emplace("bias", ToTensor(layer.b, dtype));
   }
   return layer;
+}
+
+oracle::Mat Columns(const oracle::Mat& a, int64_t count) {
+  oracle::Mat out(a.rows, count);
+  for (int64_t i = 0; i < a.rows; ++i) {
+    for (int64_t j = 0; j < count; ++j) out(i, j) = a(i, j);
+  }
+  return out;
+}
+
+oracle::Mat Rows(const oracle::Mat& a, int64_t count) {
+  oracle::Mat out(count, a.cols);
+  for (int64_t i = 0; i < count; ++i) {
+    for (int64_t j = 0; j < a.cols; ++j) out(i, j) = a(i, j);
+  }
+  return out;
+}
+
+double OrthonormalityError(const oracle::Mat& u) {
+  const oracle::Mat g = oracle::MatMul(oracle::Transpose(u), u);
+  double worst = 0;
+  for (int64_t i = 0; i < g.rows; ++i) {
+    for (int64_t j = 0; j < g.cols; ++j) worst = std::max(worst, std::abs(g(i, j) - (i == j)));
+  }
+  return worst;
+}
+
+void ExpectSignRule(const oracle::Mat& u) {
+  const double tiny = 1e-6 * std::sqrt(static_cast<double>(u.rows));
+  for (int64_t i = 0; i < u.cols; ++i) {
+    double t = 0;
+    int64_t best = 0;
+    for (int64_t j = 0; j < u.rows; ++j) {
+      t += u(j, i);
+      if (std::abs(u(j, i)) > std::abs(u(best, i))) best = j;
+    }
+    if (std::abs(t) < tiny) t = u(best, i);
+    EXPECT_GE(t, 0) << "column " << i << " breaks the sign rule";
+  }
 }
 
 }  // namespace atp::testing

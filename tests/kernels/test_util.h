@@ -87,6 +87,17 @@ struct LinearLayer {
 LinearLayer RandomLinearLayer(Rng& rng, int64_t n, int64_t d, bool bias,
                               kernels::DType dtype = kernels::DType::kF32);
 
+// The first `count` columns / rows of a.
+oracle::Mat Columns(const oracle::Mat& a, int64_t count);
+oracle::Mat Rows(const oracle::Mat& a, int64_t count);
+
+// max |UᵀU − I| of the columns of u.
+double OrthonormalityError(const oracle::Mat& u);
+
+// Expects (gtest EXPECT) the sign rule of DESIGN.md §1 to hold for every column of u: the column sum
+// t >= 0, or, when |t| < 1e-6·√L, the entry of largest magnitude (first on ties) >= 0.
+void ExpectSignRule(const oracle::Mat& u);
+
 }  // namespace atp::testing
 
 #endif  // ATP_TESTS_KERNELS_TEST_UTIL_H_

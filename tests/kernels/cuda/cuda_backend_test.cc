@@ -23,8 +23,12 @@ namespace {
 
 using oracle::Mat;
 using testing::AttentionShape;
+using testing::Columns;
+using testing::ExpectSignRule;
 using testing::FreshSeed;
+using testing::OrthonormalityError;
 using testing::Rng;
+using testing::Rows;
 using testing::SeedTrace;
 using testing::ToMat;
 using testing::ToTensor;
@@ -82,45 +86,6 @@ BasesRun Decompose(Backend& backend, const Tensor& x, const RankPolicy& rank,
   run.vt = ToMat(run.bases.vt);
   run.s = ToVec(run.bases.s);
   return run;
-}
-
-double OrthonormalityError(const Mat& u) {
-  const Mat g = oracle::MatMul(oracle::Transpose(u), u);
-  double worst = 0;
-  for (int64_t i = 0; i < g.rows; ++i) {
-    for (int64_t j = 0; j < g.cols; ++j) worst = std::max(worst, std::abs(g(i, j) - (i == j)));
-  }
-  return worst;
-}
-
-void ExpectSignRule(const Mat& u) {
-  const double tiny = 1e-6 * std::sqrt(static_cast<double>(u.rows));
-  for (int64_t i = 0; i < u.cols; ++i) {
-    double t = 0;
-    int64_t best = 0;
-    for (int64_t j = 0; j < u.rows; ++j) {
-      t += u(j, i);
-      if (std::abs(u(j, i)) > std::abs(u(best, i))) best = j;
-    }
-    if (std::abs(t) < tiny) t = u(best, i);
-    EXPECT_GE(t, 0) << "column " << i << " breaks the sign rule";
-  }
-}
-
-Mat Columns(const Mat& a, int64_t count) {
-  Mat out(a.rows, count);
-  for (int64_t i = 0; i < a.rows; ++i) {
-    for (int64_t j = 0; j < count; ++j) out(i, j) = a(i, j);
-  }
-  return out;
-}
-
-Mat Rows(const Mat& a, int64_t count) {
-  Mat out(count, a.cols);
-  for (int64_t i = 0; i < count; ++i) {
-    for (int64_t j = 0; j < a.cols; ++j) out(i, j) = a(i, j);
-  }
-  return out;
 }
 
 // Singular values spread so that every singular vector is well determined.
@@ -312,15 +277,7 @@ std::vector<AttentionCase> AttentionCases() {
   std::vector<AttentionCase> cases;
   auto add = [&](int64_t L, int64_t d, int64_t h, int64_t hkv, int64_t dh, bool biases,
                  KeyScale ks, float scale = 0) {
-    AttentionShape s;
-    s.d_model = d;
-    s.heads = h;
-    s.kv_heads = hkv;
-    s.head_dim = dh;
-    s.biases = biases;
-    s.key_scale = ks;
-    s.scale = scale;
-    cases.push_back({L, s});
+    cases.push_back({L, AttentionShape{d, h, hkv, dh, biases, ks, scale}});
   };
   add(1, 5, 1, 1, 3, true, KeyScale::kNone);
   add(7, 13, 3, 3, 5, true, KeyScale::kInvSqrtLen);
