@@ -172,6 +172,32 @@ absl::Status AttentionCore(DeviceContext& ctx, const SdpaArgs& args, CoreImpl im
   return FallbackCore(ctx, args);
 }
 
+namespace {
+
+// The attention core's arguments for a layer: q and o packed [lq, H·d_h], k and v packed
+// [lk, H_kv·d_h].
+SdpaArgs CoreArgs(const AttentionConfig& c, DevType io, const void* q, const void* k, const void* v,
+                  void* o, int64_t lq, int64_t lk, bool causal) {
+  SdpaArgs a;
+  a.type = io;
+  a.q = q;
+  a.k = k;
+  a.v = v;
+  a.o = o;
+  a.lq = lq;
+  a.lk = lk;
+  a.heads = c.num_heads;
+  a.kv_heads = c.kv_heads();
+  a.head_dim = c.head_dim;
+  a.q_ld = a.o_ld = c.num_heads * c.head_dim;
+  a.k_ld = a.v_ld = c.kv_heads() * c.head_dim;
+  a.scale = c.resolved_scale();
+  a.causal = causal;
+  return a;
+}
+
+}  // namespace
+
 absl::Status ExactAttentionLayer(DeviceContext& ctx, const DeviceLayer& layer, ConstMat x,
                                  int64_t length, bool causal, Mat y, CoreImpl impl,
                                  const StageMark& mark) {
@@ -191,23 +217,7 @@ absl::Status ExactAttentionLayer(DeviceContext& ctx, const DeviceLayer& layer, C
   ATP_RETURN_IF_ERROR(ApplyLinear(ctx, *wv, x, length, nullptr, Mat{io, v.get(), hkv}));
   if (mark) mark("projections");
   ATP_ASSIGN_OR_RETURN(DeviceBuffer o, ctx.Alloc(io, length * hq));
-  SdpaArgs a;
-  a.type = io;
-  a.q = q.get();
-  a.k = k.get();
-  a.v = v.get();
-  a.o = o.get();
-  a.lq = length;
-  a.lk = length;
-  a.heads = c.num_heads;
-  a.kv_heads = c.kv_heads();
-  a.head_dim = c.head_dim;
-  a.q_ld = hq;
-  a.k_ld = hkv;
-  a.v_ld = hkv;
-  a.o_ld = hq;
-  a.scale = c.resolved_scale();
-  a.causal = causal;
+  const SdpaArgs a = CoreArgs(c, io, q.get(), k.get(), v.get(), o.get(), length, length, causal);
   ATP_RETURN_IF_ERROR(AttentionCore(ctx, a, impl));
   if (mark) mark("core");
   ATP_RETURN_IF_ERROR(ApplyLinear(ctx, *wo, ConstMat{io, o.get(), hq}, length, nullptr, y));
@@ -318,23 +328,7 @@ absl::StatusOr<AtpLayerInfo> AtpAttentionLayer(DeviceContext& ctx, const DeviceL
     ATP_RETURN_IF_ERROR(ctx.JoinSide());
   }
   ATP_ASSIGN_OR_RETURN(DeviceBuffer o, ctx.Alloc(io, length * hq));
-  SdpaArgs a;
-  a.type = io;
-  a.q = q.get();
-  a.k = k.get();
-  a.v = v.get();
-  a.o = o.get();
-  a.lq = length;
-  a.lk = r;
-  a.heads = c.num_heads;
-  a.kv_heads = c.kv_heads();
-  a.head_dim = c.head_dim;
-  a.q_ld = hq;
-  a.k_ld = hkv;
-  a.v_ld = hkv;
-  a.o_ld = hq;
-  a.scale = c.resolved_scale();
-  a.causal = false;
+  const SdpaArgs a = CoreArgs(c, io, q.get(), k.get(), v.get(), o.get(), length, r, false);
   AtpLayerInfo info;
   ATP_RETURN_IF_ERROR(AttentionCore(ctx, a, impl, &info.core));
   if (mark) mark("core");
