@@ -362,6 +362,8 @@ void Variants(DeviceContext& ctx, const Flags& f) {
   const std::vector<Variant> variants = {
       {"default", [](BasisOptions&) {}},
       {"cusolver_potrf", [](BasisOptions& o) { o.own_cholesky = false; }},
+      {"syevd", [](BasisOptions& o) { o.eig = EigSolver::kSyevd; }},
+      {"final1", [](BasisOptions& o) { o.cholqr_passes_final = 1; }},
       {"fixed2", [](BasisOptions& o) {
          o.power_iterations = 2;
          o.adaptive_tolerance = 0;
@@ -444,6 +446,10 @@ void Micro(DeviceContext& ctx, const Flags& f) {
            }},
           {"syevd", [&] {
              return SymmetricEigen(ctx, EigSolver::kSyevd, t, n, a.get(), w.get(), info.as<int>());
+           }},
+          {"resident", [&] {
+             return SymmetricEigen(ctx, EigSolver::kResident, t, n, a.get(), w.get(),
+                                   info.as<int>());
            }},
           {"syevd_values", [&] {
              return SymmetricEigen(ctx, EigSolver::kSyevd, t, n, a.get(), w.get(), info.as<int>(),

@@ -10,7 +10,8 @@
 //               k x k eigensolve, k = r + oversampling. f16/bf16 inputs: G in f32 from a tensor-
 //               core Gram product, products with G through bf16 splits of G (2 or 3 parts).
 //               f32 inputs: G and its products in f64. The small factorisations (CholeskyQR,
-//               eigensolve, Ritz vectors, the other side) are f64 on every path.
+//               eigensolve, Ritz vectors, the other side) are f64 on every path; the k x k
+//               eigensolve is the GPU-resident one of small_eigen.h where it applies.
 // Sign rule (identical to the CPU backend's): t = 1ᵀu_i; if |t| < 1e-6·√L, t = the entry of u_i
 // of largest magnitude (first on ties); if t < 0 both u_i and v_i are negated.
 //
@@ -50,7 +51,7 @@ struct BasisOptions {
   int cholqr_passes_final = 2;
   int iteration_split = 2;
   int rayleigh_ritz_split = 3;
-  EigSolver eig = EigSolver::kSyevd;
+  EigSolver eig = EigSolver::kResident;
   // The own blocked Cholesky kernel in CholeskyQR (false: cuSOLVER's potrf).
   bool own_cholesky = true;
   // kAuto uses the exact method when min(L, d) <= this or when k >= min(L, d) / 2 (the CPU

@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "cuda/cuda_status.h"
 #include "cuda/device_kernels.h"
+#include "cuda/small_eigen.h"
 
 namespace atp::kernels::cuda {
 namespace {
@@ -161,6 +162,8 @@ const char* EigSolverName(EigSolver solver) {
       return "syevBatched";
     case EigSolver::kGesvdp:
       return "gesvdp";
+    case EigSolver::kResident:
+      return "resident";
   }
   return "?";
 }
@@ -169,6 +172,27 @@ absl::Status SymmetricEigen(DeviceContext& ctx, EigSolver solver, DevType t, int
                             void* w, int* info_dev, bool vectors) {
   if (t != DevType::kF32 && t != DevType::kF64) return absl::InternalError("Eigen: want f32/f64");
   if (!FitsInt(n)) return absl::InvalidArgumentError("eigensolver size out of range");
+  if (solver == EigSolver::kResident) {
+    if (t == DevType::kF64 && vectors && SmallEigenSupported(n)) {
+      ATP_ASSIGN_OR_RETURN(DeviceBuffer vecs, ctx.Alloc(DevType::kF64, n * n));
+      ATP_ASSIGN_OR_RETURN(DeviceBuffer work, ctx.Alloc(SmallEigenWorkspaceBytes(n)));
+      ATP_ASSIGN_OR_RETURN(DeviceBuffer fallback, ctx.Alloc(sizeof(int)));
+      ATP_RETURN_IF_ERROR(DeviceContext::Launched(
+          LaunchSmallEigen(static_cast<const double*>(a), n, 0, static_cast<double*>(w),
+                           vecs.as<double>(), fallback.as<int>(), work.get(), ctx.stream()),
+          "small eigensolver"));
+      int fell_back = 1;
+      ATP_RETURN_IF_ERROR(ctx.CopyToHost(&fell_back, fallback.get(), sizeof(int)));
+      if (fell_back == 0) {
+        ATP_CUDA(cudaMemcpyAsync(a, vecs.get(), n * n * sizeof(double), cudaMemcpyDeviceToDevice,
+                                 ctx.stream()));
+        ATP_CUDA(cudaMemsetAsync(info_dev, 0, sizeof(int), ctx.stream()));
+        return absl::OkStatus();
+      }
+      // A group of (nearly) equal eigenvalues: a is untouched, cuSOLVER takes over.
+    }
+    solver = EigSolver::kSyevd;
+  }
   const cudaDataType_t ct = CudaType(t);
   const cusolverEigMode_t mode = vectors ? CUSOLVER_EIG_MODE_VECTOR : CUSOLVER_EIG_MODE_NOVECTOR;
   if (solver == EigSolver::kSyevd) {

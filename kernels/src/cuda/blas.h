@@ -60,13 +60,15 @@ enum class EigSolver {
   kSyevj,         // cuSOLVER Jacobi (cusolverDn{S,D}syevj)
   kSyevBatched,   // cuSOLVER's GPU-only batched solver with a batch of one (cusolverDnXsyevBatched)
   kGesvdp,        // SVD by polar decomposition (cusolverDnXgesvdp); for positive semidefinite a
+  kResident,      // own GPU-resident solver (small_eigen.h) for f64 and n <= kSmallEigenMaxN,
+                  // syevd where it does not apply or reports a group of close eigenvalues
 };
 const char* EigSolverName(EigSolver solver);
 
 // Eigen-decomposition of the symmetric n x n matrix a (f32 or f64, contiguous): eigenvalues
 // ascending into w (n values of type t), eigenvectors overwrite a as rows (row j of the row-major
 // view is the eigenvector of w[j]); with vectors = false only w (syevd only). info to *info_dev.
-// syevd, syevj and gesvdp synchronise the host internally.
+// syevd, syevj, gesvdp and resident synchronise the host internally.
 absl::Status SymmetricEigen(DeviceContext& ctx, EigSolver solver, DevType t, int64_t n, void* a,
                             void* w, int* info_dev, bool vectors = true);
 

@@ -1,10 +1,11 @@
 // The CUDA backend's device layer: cuDNN's fused attention against the own attention path, the
-// randomized basis at a larger size against the exact one, and the two eigensolvers against each
-// other. Skips itself without a usable CUDA device.
+// randomized basis at a larger size against the exact one, the eigensolvers against each other
+// and the GPU-resident one against the oracle. Skips itself without a usable CUDA device.
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <memory>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -15,6 +16,7 @@
 #include "cuda/device_context.h"
 #include "cuda/device_kernels.h"
 #include "cuda/layer_ops.h"
+#include "cuda/small_eigen.h"
 #include "gtest/gtest.h"
 #include "test_util.h"
 
@@ -162,6 +164,97 @@ TEST_F(CudaDeviceTest, OwnCholeskyMatchesCusolver) {
   }
 }
 
+// The GPU-resident eigensolver (small_eigen.h) on positive semidefinite A = BᵀB / rows: its
+// eigenvalues against the squared singular values of B from the oracle's Jacobi SVD, its vectors
+// by their residual and orthonormality. Spectra with a group of equal eigenvalues (handled by the
+// solver) and with many equal ones (it must report them so that syevd takes over) included.
+TEST_F(CudaDeviceTest, ResidentEigensolverMatchesTheOracle) {
+  const uint64_t seed = FreshSeed();
+  SCOPED_TRACE(SeedTrace(seed));
+  if (!SmallEigenSupported(kSmallEigenMaxN)) GTEST_SKIP() << "no thread-block clusters here";
+  EXPECT_FALSE(SmallEigenSupported(kSmallEigenMaxN + 1));
+  EXPECT_FALSE(SmallEigenSupported(0));
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<double> normal;
+  struct Case {
+    int64_t n;
+    int zero_columns;  // B's first columns zeroed: that many zero eigenvalues
+    int equal_columns;  // then B's next columns made orthogonal copies: equal eigenvalues
+    bool expect_fallback;
+  };
+  const Case cases[] = {{1, 0, 0, false},  {2, 0, 0, false},    {3, 0, 0, false},
+                        {33, 0, 0, false}, {100, 0, 3, false},  {257, 0, 0, false},
+                        {kSmallEigenMaxN, 0, 0, false}, {120, 40, 0, true}};
+  for (const Case& c : cases) {
+    const int64_t n = c.n, rows = n + 7;
+    SCOPED_TRACE(absl::StrCat("n=", n, " zero=", c.zero_columns, " equal=", c.equal_columns));
+    oracle::Mat b(rows, n);
+    for (double& v : b.v) v = normal(rng);
+    for (int64_t i = 0; i < rows; ++i) {
+      for (int z = 0; z < c.zero_columns; ++z) b(i, z) = 0.0;
+    }
+    if (c.equal_columns > 0) {
+      // Columns 0..q-1 replaced by a scaled orthonormal set orthogonal to the others' span is
+      // hard to build; instead make them e_0..e_{q-1} scaled (rows >= n), and zero those rows
+      // elsewhere: BᵀB then holds a q-fold eigenvalue 9 on a block of its own.
+      for (int64_t i = 0; i < rows; ++i) {
+        for (int q = 0; q < c.equal_columns; ++q) b(i, q) = i == q ? 3.0 * std::sqrt(rows) : 0.0;
+        if (i < c.equal_columns) {
+          for (int64_t k = c.equal_columns; k < n; ++k) b(i, k) = 0.0;
+        }
+      }
+    }
+    oracle::Mat a = oracle::MatMul(oracle::Transpose(b), b);
+    for (double& v : a.v) v /= static_cast<double>(rows);
+    const oracle::Svd svd = oracle::ThinSvd(b);
+    std::vector<double> want(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i) want[n - 1 - i] = svd.s[i] * svd.s[i] / rows;
+    const double norm = want[n - 1];
+
+    absl::StatusOr<DeviceBuffer> dev_a = ctx_->Alloc(DevType::kF64, n * n);
+    absl::StatusOr<DeviceBuffer> lambda = ctx_->Alloc(DevType::kF64, n);
+    absl::StatusOr<DeviceBuffer> vecs = ctx_->Alloc(DevType::kF64, n * n);
+    absl::StatusOr<DeviceBuffer> work = ctx_->Alloc(SmallEigenWorkspaceBytes(n));
+    absl::StatusOr<DeviceBuffer> flag = ctx_->Alloc(sizeof(int));
+    ASSERT_TRUE(dev_a.ok() && lambda.ok() && vecs.ok() && work.ok() && flag.ok());
+    ASSERT_TRUE(ctx_->CopyToDevice(dev_a->get(), a.v.data(), n * n * sizeof(double)).ok());
+    ASSERT_EQ(cudaMemsetAsync(vecs->get(), 0xff, n * n * sizeof(double), ctx_->stream()),
+              cudaSuccess);  // NaN
+    ASSERT_EQ(LaunchSmallEigen(dev_a->as<double>(), n, 0, lambda->as<double>(),
+                               vecs->as<double>(), flag->as<int>(), work->get(), ctx_->stream()),
+              cudaSuccess);
+    int fell_back = -1;
+    ASSERT_TRUE(ctx_->CopyToHost(&fell_back, flag->get(), sizeof(int)).ok());
+    EXPECT_EQ(fell_back, c.expect_fallback ? 1 : 0);
+    // The solver never writes its input; through SymmetricEigen the result is the same either way.
+    EXPECT_EQ(ToHost(DevType::kF64, dev_a->get(), n * n), a.v);
+    absl::StatusOr<DeviceBuffer> info = ctx_->Alloc(sizeof(int));
+    ASSERT_TRUE(info.ok());
+    ASSERT_TRUE(SymmetricEigen(*ctx_, EigSolver::kResident, DevType::kF64, n, dev_a->get(),
+                               lambda->get(), info->as<int>())
+                    .ok());
+    const std::vector<double> got = ToHost(DevType::kF64, lambda->get(), n);
+    const std::vector<double> z = ToHost(DevType::kF64, dev_a->get(), n * n);
+    double value_err = 0, residual = 0, orth = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      value_err = std::max(value_err, std::abs(got[i] - want[i]) / norm);
+      for (int64_t r = 0; r < n; ++r) {
+        double s = -got[i] * z[i * n + r];
+        for (int64_t k = 0; k < n; ++k) s += a(r, k) * z[i * n + k];
+        residual = std::max(residual, std::abs(s) / norm);
+      }
+      for (int64_t j = i; j < n; ++j) {
+        double s = 0;
+        for (int64_t k = 0; k < n; ++k) s += z[i * n + k] * z[j * n + k];
+        orth = std::max(orth, std::abs(s - (i == j ? 1.0 : 0.0)));
+      }
+    }
+    EXPECT_LE(value_err, 1e-12);
+    EXPECT_LE(residual, 1e-11);
+    EXPECT_LE(orth, 1e-9);
+  }
+}
+
 // X = Σ_i s_i g_i h_iᵀ + noise on the device: a clear gap after `rank` components.
 DeviceBuffer LowRankPlusNoise(DeviceContext& ctx, DevType t, int64_t L, int64_t d, int64_t rank,
                               uint64_t seed) {
@@ -205,7 +298,8 @@ TEST_F(CudaDeviceTest, RandomizedBasisAtScaleMatchesTheExactOne) {
     const ConstMat xm{t, x.get(), d};
     absl::StatusOr<DeviceBasis> exact = ComputePrincipalBases(*ctx_, xm, L, d, options);
     ASSERT_TRUE(exact.ok()) << exact.status();
-    for (EigSolver eig : {EigSolver::kSyevd, EigSolver::kSyevBatched, EigSolver::kGesvdp}) {
+    for (EigSolver eig : {EigSolver::kResident, EigSolver::kSyevd, EigSolver::kSyevBatched,
+                          EigSolver::kGesvdp}) {
       SCOPED_TRACE(EigSolverName(eig));
       options.method = DecomposeMethod::kRandomized;
       options.eig = eig;

@@ -1,0 +1,691 @@
+#include "cuda/small_eigen.h"
+
+#include <cooperative_groups.h>
+
+#include <cfloat>
+#include <map>
+#include <mutex>
+
+namespace atp::kernels::cuda {
+namespace {
+
+namespace cg = cooperative_groups;
+
+constexpr int kTridThreads = 512;
+constexpr int kTridWarps = kTridThreads / 32;
+constexpr int kBisectWarps = 4;       // eigenvalues per block, a warp each
+constexpr int kBisectPoints = 2;      // Sturm counts per lane and round: 64 per round, 6 bits
+constexpr int kInverseThreads = 4;    // eigenvalue groups, a thread each (with its shared memory)
+constexpr int kInverseArrays = 6;     // per thread: LU of T − λI (5 arrays) and the iterate
+constexpr int kBackWarps = 8;         // eigenvectors per block, a warp each
+constexpr int kBackChunk = 8;         // reflectors staged in shared memory at a time
+constexpr int kPerLane = static_cast<int>(kSmallEigenMaxN / 32);
+static_assert(kSmallEigenMaxN % 32 == 0, "kSmallEigenMaxN must be a multiple of 32");
+
+__device__ __forceinline__ double WarpSum(double v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+// The sum over a block of kWarps warps, returned to every thread (same order, same bits, in every
+// block). red holds kWarps + 1 doubles.
+template <int kWarps>
+__device__ double BlockSum(double v, double* red) {
+  v = WarpSum(v);
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  __syncthreads();  // red may still be read after the previous call
+  if (lane == 0) red[warp] = v;
+  __syncthreads();
+  if (warp == 0) {
+    double s = lane < kWarps ? red[lane] : 0.0;
+    s = WarpSum(s);
+    if (lane == 0) red[kWarps] = s;
+  }
+  __syncthreads();
+  return red[kWarps];
+}
+
+// 1/q to about 1 ulp: the hardware's approximate reciprocal and two Newton steps (the Sturm
+// recurrence divides at every step; IEEE division is several times longer). q is normal here.
+__device__ __forceinline__ double FastRcp(double q) {
+  double r;
+  asm("rcp.approx.ftz.f64 %0, %1;" : "=d"(r) : "d"(q));
+  double e = fma(-q, r, 1.0);
+  r = fma(r, e, r);
+  e = fma(-q, r, 1.0);
+  return fma(r, e, r);
+}
+
+// ---- 1. Tridiagonalisation --------------------------------------------------------------------
+
+#ifdef ATP_SMALL_EIGEN_PROFILE
+__device__ long long g_prof[16][6];
+#endif
+
+constexpr int kMaxClusterBlocks = 16;
+constexpr int kRowsPerWarp = 3;  // rows of a block per warp: ceil(ceil(608 / 16) / 16)
+
+size_t TridiagSmemBytes(int64_t n, int blocks) {
+  const int64_t rows = (n + blocks - 1) / blocks;
+  return static_cast<size_t>(rows * n + 5 * n + 2 * rows + kMaxClusterBlocks + kTridWarps + 1) *
+         sizeof(double);
+}
+
+struct TridiagParams {
+  const double* a;
+  int n;
+  double* d;    // [n] diagonal of T
+  double* e;    // [n - 1] off-diagonal of T
+  double* tau;  // [n - 1] reflector factors
+  double* hh;   // [n, n]: row j holds v_j at columns j+1..n-1 (v_j[j+1] = 1)
+  double* rows_seen;  // [n, n] scratch: row j holds row j of the trailing matrix after step j-2
+};
+
+// The reflector H_j = I − tau·v·vᵀ that maps x[j+1..n-1] onto beta·e_1 (LAPACK's dlarfg), from
+// x[j..n-1] and xnorm2 = Σ_{k > j+1} x[k]² (the same bits in every block): v into vn, T's
+// entries d_j and e_j (block 0). Returns tau.
+__device__ double Reflect(int j, const double* x, double xnorm2, double* vn,
+                          const TridiagParams& p, bool leader) {
+  const int n = p.n;
+  const double alpha = x[j + 1];
+  double tau = 0.0, beta = alpha, scale = 0.0;
+  if (xnorm2 > 0.0) {
+    beta = -copysign(sqrt(alpha * alpha + xnorm2), alpha);
+    tau = (beta - alpha) * FastRcp(beta);
+    scale = FastRcp(alpha - beta);
+  }
+  for (int k = j + 1 + static_cast<int>(threadIdx.x); k < n; k += kTridThreads) {
+    const double v = k == j + 1 ? 1.0 : x[k] * scale;
+    vn[k] = v;
+    if (leader) p.hh[static_cast<size_t>(j) * n + k] = v;
+  }
+  if (leader && threadIdx.x == 0) {
+    p.d[j] = x[j];
+    p.e[j] = beta;
+    p.tau[j] = tau;
+  }
+  return tau;
+}
+
+// One cluster. Block `rank` holds the rows i = li·blocks + rank of A in shared memory (full rows,
+// updated in place: the trailing matrix stays symmetric). One cluster barrier per column j.
+// Before it, every block has p_j = tau_j·A22·v_j for its own rows, and the owner of row j+1 has
+// written that row to global memory (rows_seen: sixteen blocks reading one block's shared memory
+// would queue on that block; the L2 cache serves them side by side). After it, every block
+// gathers p_j (warp r reads block r's values: one block per remote load) and row j+1, forms w_j = p_j − (tau_j/2)(p_jᵀv_j)v_j and row j+1
+// after the update (the snapshot minus v_j[j+1]·w_j − w_j[j+1]·v_j), hence the next reflector
+// (every block the same bits); then one pass over its rows applies A22 −= v_j·w_jᵀ + w_j·v_jᵀ and
+// computes p_{j+1} (a warp takes up to kRowsPerWarp rows at once). v and the own p values
+// alternate between two buffers, so that a block that runs ahead never overwrites what a slower
+// one still reads.
+__global__ void __launch_bounds__(kTridThreads) TridiagonalizeKernel(TridiagParams p) {
+  cg::cluster_group cluster = cg::this_cluster();
+  const int blocks = static_cast<int>(cluster.num_blocks());
+  const int rank = static_cast<int>(cluster.block_rank());
+  const bool leader = rank == 0;
+  const int n = p.n;
+  const int rows = (n + blocks - 1) / blocks;
+  extern __shared__ double smem[];
+  double* const a = smem;
+  double* const vbase = a + static_cast<size_t>(rows) * n;  // 2 x n
+  double* const pfull = vbase + 2 * n;
+  double* const w = pfull + n;
+  double* const x = w + n;
+  double* const pown = x + n;                    // 2 x rows
+  double* const gpart = pown + 2 * rows;         // kMaxClusterBlocks partial sums of pᵀv
+  double* const red = gpart + kMaxClusterBlocks;  // kTridWarps + 1
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  // The first local row whose global index is at least t.
+  auto first_local = [&](int t) { return t <= rank ? 0 : (t - rank + blocks - 1) / blocks; };
+
+  for (int li = 0; li < rows; ++li) {
+    const int i = li * blocks + rank;
+    if (i >= n) break;
+    for (int k = tid; k < n; k += kTridThreads) {
+      a[static_cast<size_t>(li) * n + k] = p.a[static_cast<size_t>(i) * n + k];
+    }
+  }
+#ifdef ATP_SMALL_EIGEN_PROFILE
+  long long prof[6] = {0, 0, 0, 0, 0, 0};
+  long long tp = clock64();
+#define ATP_PROF(i) do { long long t_ = clock64(); prof[i] += t_ - tp; tp = t_; } while (0)
+#else
+#define ATP_PROF(i) do {} while (0)
+#endif
+  double tau = 0.0;  // tau_j (j = -1: no update yet)
+  for (int j = -1; j + 1 < n; ++j) {
+    const double* const v = vbase + (j & 1) * n;
+    double* const vn = vbase + ((j + 1) & 1) * n;
+    double part = 0.0;
+    if (j < 0) {
+      for (int k = tid; k < n; k += kTridThreads) {
+        const double xk = p.a[k];  // row 0 as it is
+        x[k] = xk;
+        if (k >= 2) part += xk * xk;
+      }
+    } else {
+      ATP_PROF(5);
+      cluster.sync();
+      ATP_PROF(0);
+      if (tau != 0.0 && warp < blocks) {
+        const double* src = cluster.map_shared_rank(pown + (j & 1) * rows, warp);
+        double dot = 0.0;
+        for (int li = lane; li < rows; li += 32) {
+          const int i = li * blocks + warp;
+          if (i > j && i < n) {
+            const double pi = src[li];
+            pfull[i] = pi;
+            dot += pi * v[i];
+          }
+        }
+        dot = WarpSum(dot);
+        if (lane == 0) gpart[warp] = dot;
+      }
+      const double* seen = p.rows_seen + static_cast<size_t>(j + 1) * n;
+      for (int k = j + 1 + tid; k < n; k += kTridThreads) x[k] = __ldcg(seen + k);
+      __syncthreads();  // pfull, gpart
+      double half = 0.0, w1 = 0.0;
+      if (tau != 0.0) {
+        double dot = 0.0;
+        for (int r = 0; r < blocks; ++r) dot += gpart[r];
+        half = 0.5 * tau * dot;
+        w1 = pfull[j + 1] - half;  // v[j+1] = 1
+      }
+      // The same k for the same thread as in the pull above: x[k] is this thread's own.
+      for (int k = j + 1 + tid; k < n; k += kTridThreads) {
+        double xk = x[k];
+        if (tau != 0.0) {
+          const double vk = v[k];
+          const double wk = pfull[k] - half * vk;
+          w[k] = wk;
+          xk -= wk + w1 * vk;
+          x[k] = xk;
+        }
+        if (k >= j + 3) part += xk * xk;
+      }
+    }
+    ATP_PROF(1);
+    if (j + 2 == n) {  // x[n-1] is T's last diagonal entry
+      __syncthreads();
+      if (leader && tid == 0) p.d[n - 1] = x[n - 1];
+      break;
+    }
+    const double xnorm2 = BlockSum<kTridWarps>(part, red);  // also publishes x and w
+    const double tau_next = Reflect(j + 1, x, xnorm2, vn, p, leader);
+    __syncthreads();
+    ATP_PROF(2);
+    // Rows i >= j+2: the update of column j, p_{j+1}, and row j+2 for the next column.
+    const int base = first_local(j + 2) + warp;
+    double* const seen_next = p.rows_seen + static_cast<size_t>(j + 2) * n;
+    double* rowp[kRowsPerWarp];
+    double vi[kRowsPerWarp], wi[kRowsPerWarp], acc[kRowsPerWarp];
+    bool has[kRowsPerWarp], is_next[kRowsPerWarp];
+    bool any = false;
+#pragma unroll
+    for (int r = 0; r < kRowsPerWarp; ++r) {
+      const int li = base + r * kTridWarps;
+      const int i = li * blocks + rank;
+      has[r] = li < rows && i < n;
+      any |= has[r];
+      rowp[r] = a + static_cast<size_t>(has[r] ? li : 0) * n;
+      vi[r] = has[r] && tau != 0.0 ? v[i] : 0.0;
+      wi[r] = has[r] && tau != 0.0 ? w[i] : 0.0;
+      is_next[r] = has[r] && i == j + 2;
+      acc[r] = 0.0;
+    }
+    if (any) {
+#pragma unroll 2
+      for (int k = j + 2 + lane; k < n; k += 32) {
+        const double wk = tau != 0.0 ? w[k] : 0.0;
+        const double vk = tau != 0.0 ? v[k] : 0.0;
+        const double vnk = vn[k];
+#pragma unroll
+        for (int r = 0; r < kRowsPerWarp; ++r) {
+          if (!has[r]) continue;
+          double val = rowp[r][k];
+          if (tau != 0.0) {
+            val -= vi[r] * wk + wi[r] * vk;
+            rowp[r][k] = val;
+          }
+          acc[r] += val * vnk;
+          if (is_next[r]) __stcg(seen_next + k, val);
+        }
+      }
+    }
+    if (tau_next != 0.0) {
+      double* dst = pown + ((j + 1) & 1) * rows;
+#pragma unroll
+      for (int r = 0; r < kRowsPerWarp; ++r) {
+        const double sum = WarpSum(acc[r]) * tau_next;
+        if (has[r] && lane == 0) dst[base + r * kTridWarps] = sum;
+      }
+    }
+    ATP_PROF(3);
+    tau = tau_next;
+  }
+  cluster.sync();  // no block leaves while another may still read its shared memory
+#ifdef ATP_SMALL_EIGEN_PROFILE
+  if (tid == 0) {
+    for (int q = 0; q < 6; ++q) atomicAdd(reinterpret_cast<unsigned long long*>(&g_prof[rank][q]), static_cast<unsigned long long>(prof[q]));
+  }
+#endif
+#undef ATP_PROF
+}
+
+// ---- 2. Eigenvalues ---------------------------------------------------------------------------
+
+// Number of eigenvalues of T (d, squared off-diagonal e2) that are <= x, for kBisectPoints
+// points at once (independent chains, so that their latencies overlap). LAPACK's dstebz count.
+__device__ void SturmCounts(const double* d, const double* e2, int n, double pivmin,
+                            const double (&x)[kBisectPoints], int (&count)[kBisectPoints]) {
+  double q[kBisectPoints];
+#pragma unroll
+  for (int t = 0; t < kBisectPoints; ++t) {
+    q[t] = d[0] - x[t];
+    if (fabs(q[t]) < pivmin) q[t] = -pivmin;
+    count[t] = q[t] <= 0.0;
+  }
+  for (int k = 1; k < n; ++k) {
+    const double dk = d[k], ek = e2[k - 1];
+#pragma unroll
+    for (int t = 0; t < kBisectPoints; ++t) {
+      q[t] = dk - ek * FastRcp(q[t]) - x[t];
+      if (fabs(q[t]) < pivmin) q[t] = -pivmin;
+      count[t] += q[t] <= 0.0;
+    }
+  }
+}
+
+// A warp per eigenvalue: lambda[i] (ascending) by multisection of the Gershgorin interval, 64
+// points per round (a few ulps after ~9 rounds). Block 0 also writes scalars[0] = max(|lower|, |upper|) Gershgorin bound
+// (the ‖T‖ of the group and pivot thresholds).
+__global__ void __launch_bounds__(kBisectWarps * 32)
+    EigenvaluesKernel(const double* d_in, const double* e_in, int n, double* lambda,
+                      double* scalars) {
+  extern __shared__ double sm[];
+  double* d = sm;
+  double* e2 = sm + n;
+  __shared__ double bounds[3];
+  for (int k = threadIdx.x; k < n; k += blockDim.x) {
+    d[k] = d_in[k];
+    e2[k] = k + 1 < n ? e_in[k] * e_in[k] : 0.0;
+  }
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  if (warp == 0) {
+    double lo = DBL_MAX, hi = -DBL_MAX, emax2 = 0.0;
+    for (int k = lane; k < n; k += 32) {
+      const double left = k > 0 ? fabs(e_in[k - 1]) : 0.0;
+      const double right = k + 1 < n ? fabs(e_in[k]) : 0.0;
+      lo = fmin(lo, d_in[k] - left - right);
+      hi = fmax(hi, d_in[k] + left + right);
+      emax2 = fmax(emax2, right * right);
+    }
+    for (int o = 16; o > 0; o >>= 1) {
+      lo = fmin(lo, __shfl_xor_sync(0xffffffffu, lo, o));
+      hi = fmax(hi, __shfl_xor_sync(0xffffffffu, hi, o));
+      emax2 = fmax(emax2, __shfl_xor_sync(0xffffffffu, emax2, o));
+    }
+    if (lane == 0) {
+      const double tnorm = fmax(fabs(lo), fabs(hi));
+      const double pivmin = DBL_MIN * fmax(1.0, emax2);
+      const double pad = 2.0 * DBL_EPSILON * tnorm * n + 4.0 * pivmin;
+      bounds[0] = lo - pad;
+      bounds[1] = hi + pad;
+      bounds[2] = pivmin;
+      if (blockIdx.x == 0) scalars[0] = tnorm;
+    }
+  }
+  __syncthreads();
+  const int i = blockIdx.x * kBisectWarps + warp;
+  if (i >= n) return;
+  const double pivmin = bounds[2];
+  double lo = bounds[0], hi = bounds[1];
+  constexpr int kPoints = 32 * kBisectPoints;
+  for (int round = 0; round < 24; ++round) {  // 6 bits a round; ends on width well before
+    const double width = hi - lo;
+    if (!(width > 2.0 * DBL_EPSILON * fmax(fabs(lo), fabs(hi)) + pivmin)) break;
+    double x[kBisectPoints];
+    int count[kBisectPoints];
+#pragma unroll
+    for (int t = 0; t < kBisectPoints; ++t) {
+      x[t] = lo + width * (static_cast<double>(t * 32 + lane + 1) / (kPoints + 1));
+    }
+    SturmCounts(d, e2, n, pivmin, x, count);
+    // The first point with more than i eigenvalues at or below it brackets lambda[i] with its
+    // predecessor.
+    int first = kPoints;
+#pragma unroll
+    for (int t = kBisectPoints - 1; t >= 0; --t) {
+      const unsigned mask = __ballot_sync(0xffffffffu, count[t] > i);
+      if (mask) first = t * 32 + __ffs(mask) - 1;
+    }
+    double above = hi, below = lo;
+#pragma unroll
+    for (int t = 0; t < kBisectPoints; ++t) {
+      const double xa = __shfl_sync(0xffffffffu, x[t], first & 31);
+      const double xb = __shfl_sync(0xffffffffu, x[t], (first + 31) & 31);
+      if (first < kPoints && first / 32 == t) above = xa;
+      if (first > 0 && (first - 1) / 32 == t) below = xb;
+    }
+    if (above == hi && below == lo) break;
+    lo = below;
+    hi = above;
+  }
+  if (lane == 0) lambda[i] = 0.5 * (lo + hi);
+}
+
+// ---- 3. Eigenvectors of T ---------------------------------------------------------------------
+
+__device__ __forceinline__ double StartEntry(int m, int k) {
+  uint64_t h = (static_cast<uint64_t>(m) << 32) ^ static_cast<uint64_t>(k) ^ 0x9e3779b97f4a7c15ull;
+  h ^= h >> 33;
+  h *= 0xff51afd7ed558ccdull;
+  h ^= h >> 33;
+  h *= 0xc4ceb9fe1a85ec53ull;
+  h ^= h >> 33;
+  return static_cast<double>(h >> 11) * (2.0 / 9007199254740992.0) - 1.0;  // [-1, 1)
+}
+
+struct InverseParams {
+  const double* d;
+  const double* e;
+  const double* lambda;
+  const double* scalars;
+  int n;
+  int first;
+  double* zt;  // [n, n]: component k of eigenvector m at k·n + m
+  int* fallback;
+};
+
+size_t InverseSmemBytes(int64_t n) {
+  return static_cast<size_t>(kInverseThreads * (kInverseArrays * n + 1)) * sizeof(double);
+}
+
+// A thread per group of close eigenvalues (gap <= kSmallEigenGroupGap·‖T‖) among first..n-1,
+// started by the thread of the group's first eigenvalue, with its arrays in shared memory (the
+// recurrences are sequential: latency is what counts). Per member: LU with partial pivoting of
+// T − λI (LAPACK's dgttrf; tiny pivots raised to eps·‖T‖), three solves from a pseudo-random
+// start, each followed by modified Gram–Schmidt against the group's earlier members and
+// normalisation.
+__global__ void __launch_bounds__(kInverseThreads) InverseIterationKernel(InverseParams p) {
+  const int n = p.n;
+  const int i = p.first + static_cast<int>(blockIdx.x) * kInverseThreads + threadIdx.x;
+  if (i >= n) return;
+  const double tnorm = p.scalars[0];
+  const double gap = kSmallEigenGroupGap * tnorm;
+  if (i > p.first && !(p.lambda[i] - p.lambda[i - 1] > gap)) return;  // not a group's first
+  int last = i;
+  while (last + 1 < n && !(p.lambda[last + 1] - p.lambda[last] > gap)) ++last;
+  if (last - i + 1 > kSmallEigenMaxGroup || !(tnorm > 0.0)) {
+    atomicExch(p.fallback, 1);
+    return;
+  }
+  const double pert = fmax(tnorm * DBL_EPSILON, 1e4 * DBL_MIN);
+  extern __shared__ double ism[];
+  double* dl = ism + static_cast<size_t>(threadIdx.x) * (kInverseArrays * n + 1);  // odd stride
+  double* rd = dl + n;  // reciprocals of U's diagonal
+  double* du = rd + n;
+  double* du2 = du + n;
+  double* piv = du2 + n;
+  double* z = piv + n;
+  auto raise = [pert](double u) { return fabs(u) < pert ? (u < 0.0 ? -pert : pert) : u; };
+  auto zt = [&](int k, int m) -> double& { return p.zt[static_cast<size_t>(k) * n + m]; };
+  for (int m = i; m <= last; ++m) {
+    const double lam = p.lambda[m];
+    double dk = p.d[0] - lam;
+    double duk = n > 1 ? p.e[0] : 0.0;
+    for (int k = 0; k + 1 < n; ++k) {
+      const double lk = p.e[k];
+      const double dnext = p.d[k + 1] - lam;
+      const double dunext = k + 2 < n ? p.e[k + 1] : 0.0;
+      if (fabs(dk) >= fabs(lk)) {
+        const double mult = dk != 0.0 ? lk / dk : 0.0;
+        dl[k] = mult;
+        rd[k] = FastRcp(raise(dk));
+        du[k] = duk;
+        du2[k] = 0.0;
+        piv[k] = 0.0;
+        dk = dnext - mult * duk;
+        duk = dunext;
+      } else {
+        const double mult = dk / lk;
+        dl[k] = mult;
+        rd[k] = FastRcp(raise(lk));
+        du[k] = dnext;
+        du2[k] = dunext;
+        piv[k] = 1.0;
+        dk = duk - mult * dnext;
+        duk = -mult * dunext;
+      }
+    }
+    rd[n - 1] = FastRcp(raise(dk));
+
+    for (int k = 0; k < n; ++k) z[k] = StartEntry(m, k);
+    for (int solve = 0; solve < 3; ++solve) {
+      // L: row interchanges and multipliers.
+      double bk = z[0];
+      for (int k = 0; k + 1 < n; ++k) {
+        const double bnext = z[k + 1];
+        if (piv[k] == 0.0) {
+          z[k] = bk;
+          bk = bnext - dl[k] * bk;
+        } else {
+          z[k] = bnext;
+          bk = bk - dl[k] * bnext;
+        }
+      }
+      // U: back substitution with up to two superdiagonals.
+      double x1 = bk * rd[n - 1];  // x[k+1]
+      double x2 = 0.0;             // x[k+2]
+      z[n - 1] = x1;
+      for (int k = n - 2; k >= 0; --k) {
+        const double xk = (z[k] - du[k] * x1 - du2[k] * x2) * rd[k];
+        z[k] = xk;
+        x2 = x1;
+        x1 = xk;
+      }
+      // Against the group's earlier members, then to unit length.
+      for (int o = i; o < m; ++o) {
+        double s = 0.0;
+        for (int k = 0; k < n; ++k) s += zt(k, o) * z[k];
+        for (int k = 0; k < n; ++k) z[k] -= s * zt(k, o);
+      }
+      double big = 0.0;
+      for (int k = 0; k < n; ++k) big = fmax(big, fabs(z[k]));
+      if (!(big > 0.0) || !isfinite(big)) {
+        atomicExch(p.fallback, 1);
+        return;
+      }
+      const double inv_big = 1.0 / big;
+      double ss = 0.0;
+      for (int k = 0; k < n; ++k) {
+        const double v = z[k] * inv_big;
+        ss += v * v;
+      }
+      const double inv = inv_big / sqrt(ss);
+      for (int k = 0; k < n; ++k) z[k] *= inv;
+    }
+    for (int k = 0; k < n; ++k) zt(k, m) = z[k];
+  }
+}
+
+// ---- 4. Back-transformation -------------------------------------------------------------------
+
+// A warp per eigenvector m >= first: z ← H_0 H_1 ⋯ H_{n-3} z (the reflectors from the last to the
+// first), z held in registers (element lane + 32c in z[c]); the block stages kBackChunk
+// reflectors at a time in shared memory (every warp applies the same ones).
+__global__ void __launch_bounds__(kBackWarps * 32)
+    BackTransformKernel(const double* hh, const double* tau, const double* zt, int n, int first,
+                        double* vectors) {
+  __shared__ double hs[kBackChunk][kSmallEigenMaxN];
+  __shared__ double ts[kBackChunk];
+  const int lane = threadIdx.x & 31;
+  const int m = first + static_cast<int>(blockIdx.x) * kBackWarps + (threadIdx.x >> 5);
+  const bool active = m < n;  // inactive warps still help to stage the reflectors
+  double z[kPerLane];
+#pragma unroll
+  for (int c = 0; c < kPerLane; ++c) {
+    const int k = lane + 32 * c;
+    z[c] = active && k < n ? zt[static_cast<size_t>(k) * n + m] : 0.0;
+  }
+  for (int hi = n - 3; hi >= 0; hi -= kBackChunk) {
+    const int lo = hi - kBackChunk + 1 < 0 ? 0 : hi - kBackChunk + 1;
+    __syncthreads();  // the previous chunk is no longer read
+    for (int idx = threadIdx.x; idx < (hi - lo + 1) * n; idx += blockDim.x) {
+      const int r = idx / n, k = idx % n, j = lo + r;
+      hs[r][k] = k > j ? hh[static_cast<size_t>(j) * n + k] : 0.0;
+    }
+    if (threadIdx.x <= hi - lo) ts[threadIdx.x] = tau[lo + threadIdx.x];
+    __syncthreads();
+    if (!active) continue;
+    for (int j = hi; j >= lo; --j) {
+      const double t = ts[j - lo];
+      if (t == 0.0) continue;
+      const double* v = hs[j - lo];
+      double s0 = 0.0, s1 = 0.0;  // two chains
+#pragma unroll
+      for (int c = 0; c < kPerLane; ++c) {
+        const int k = lane + 32 * c;
+        if (k < n) (c & 1 ? s1 : s0) += v[k] * z[c];
+      }
+      const double s = WarpSum(s0 + s1) * t;
+#pragma unroll
+      for (int c = 0; c < kPerLane; ++c) {
+        const int k = lane + 32 * c;
+        if (k < n) z[c] -= s * v[k];
+      }
+    }
+  }
+  if (!active) return;
+#pragma unroll
+  for (int c = 0; c < kPerLane; ++c) {
+    const int k = lane + 32 * c;
+    if (k < n) vectors[static_cast<size_t>(m) * n + k] = z[c];
+  }
+}
+
+// ---- Host side --------------------------------------------------------------------------------
+
+struct DeviceSupport {
+  int max_cluster = 0;  // 16, 8 or 0 (no cluster launch of the tridiagonalisation)
+  size_t max_smem = 0;
+};
+
+DeviceSupport QuerySupport() {
+  static std::mutex mu;
+  static std::map<int, DeviceSupport> cache;
+  int dev = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return {};
+  }
+  std::lock_guard<std::mutex> lock(mu);
+  auto it = cache.find(dev);
+  if (it != cache.end()) return it->second;
+  DeviceSupport s;
+  int major = 0, optin = 0;
+  if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess &&
+      cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) ==
+          cudaSuccess &&
+      major >= 9 &&
+      cudaFuncSetAttribute(TridiagonalizeKernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                           optin) == cudaSuccess &&
+      cudaFuncSetAttribute(TridiagonalizeKernel,
+                           cudaFuncAttributeNonPortableClusterSizeAllowed, 1) == cudaSuccess &&
+      cudaFuncSetAttribute(InverseIterationKernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                           optin) == cudaSuccess) {
+    s.max_smem = static_cast<size_t>(optin);
+    for (int c : {16, 8}) {
+      cudaLaunchConfig_t cfg = {};
+      cfg.gridDim = dim3(c);
+      cfg.blockDim = dim3(kTridThreads);
+      cfg.dynamicSmemBytes = s.max_smem;
+      cudaLaunchAttribute attr[1];
+      attr[0].id = cudaLaunchAttributeClusterDimension;
+      attr[0].val.clusterDim.x = c;
+      attr[0].val.clusterDim.y = 1;
+      attr[0].val.clusterDim.z = 1;
+      cfg.attrs = attr;
+      cfg.numAttrs = 1;
+      int clusters = 0;
+      if (cudaOccupancyMaxActiveClusters(&clusters, TridiagonalizeKernel, &cfg) == cudaSuccess &&
+          clusters > 0) {
+        s.max_cluster = c;
+        break;
+      }
+    }
+  }
+  (void)cudaGetLastError();
+  cache.emplace(dev, s);
+  return s;
+}
+
+// The cluster size for n (0: not supported).
+int ClusterBlocks(int64_t n) {
+  if (n < 1 || n > kSmallEigenMaxN) return 0;
+  const DeviceSupport s = QuerySupport();
+  if (InverseSmemBytes(n) > s.max_smem) return 0;
+  for (int c = s.max_cluster; c >= 8; c /= 2) {
+    if (TridiagSmemBytes(n, c) <= s.max_smem) return c;
+  }
+  return 0;
+}
+
+}  // namespace
+
+bool SmallEigenSupported(int64_t n) { return ClusterBlocks(n) > 0; }
+
+size_t SmallEigenWorkspaceBytes(int64_t n) {
+  return static_cast<size_t>(3 * n + 4 + 2 * n * n) * sizeof(double);
+}
+
+cudaError_t LaunchSmallEigen(const double* a, int64_t n64, int64_t first64, double* lambda,
+                             double* vectors, int* fallback, void* workspace,
+                             cudaStream_t stream) {
+  const int blocks = ClusterBlocks(n64);
+  if (blocks == 0) return cudaErrorNotSupported;
+  const int n = static_cast<int>(n64);
+  const int first = static_cast<int>(first64 < 0 ? 0 : (first64 > n64 ? n64 : first64));
+  double* ws = static_cast<double*>(workspace);
+  double* d = ws;
+  double* e = d + n;
+  double* tau = e + n;
+  double* scalars = tau + n;
+  double* hh = scalars + 4;
+  double* zt = hh + static_cast<size_t>(n) * n;
+
+  cudaError_t err = cudaMemsetAsync(fallback, 0, sizeof(int), stream);
+  if (err != cudaSuccess) return err;
+  err = cudaMemsetAsync(tau, 0, sizeof(double) * n, stream);  // tau[n-1], tau[n-2] stay 0
+  if (err != cudaSuccess) return err;
+
+  TridiagParams tp{a, n, d, e, tau, hh, zt};  // zt is free until the inverse iteration
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3(blocks);
+  cfg.blockDim = dim3(kTridThreads);
+  cfg.dynamicSmemBytes = TridiagSmemBytes(n, blocks);
+  cfg.stream = stream;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeClusterDimension;
+  attr[0].val.clusterDim.x = blocks;
+  attr[0].val.clusterDim.y = 1;
+  attr[0].val.clusterDim.z = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = 1;
+  err = cudaLaunchKernelEx(&cfg, TridiagonalizeKernel, tp);
+  if (err != cudaSuccess) return err;
+
+  EigenvaluesKernel<<<(n + kBisectWarps - 1) / kBisectWarps, kBisectWarps * 32,
+                      2 * n * sizeof(double), stream>>>(d, e, n, lambda, scalars);
+  const int count = n - first;
+  if (count > 0) {
+    InverseParams ip{d, e, lambda, scalars, n, first, zt, fallback};
+    InverseIterationKernel<<<(count + kInverseThreads - 1) / kInverseThreads, kInverseThreads,
+                             InverseSmemBytes(n), stream>>>(ip);
+    BackTransformKernel<<<(count + kBackWarps - 1) / kBackWarps, kBackWarps * 32, 0, stream>>>(
+        hh, tau, zt, n, first, vectors);
+  }
+  return cudaGetLastError();
+}
+
+}  // namespace atp::kernels::cuda
