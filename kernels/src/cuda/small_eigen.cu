@@ -64,6 +64,9 @@ __device__ long long g_prof[16][6];
 
 constexpr int kMaxClusterBlocks = 16;
 constexpr int kRowsPerWarp = 3;  // rows of a block per warp: ceil(ceil(608 / 16) / 16)
+static_assert(kTridWarps >= kMaxClusterBlocks, "warp r gathers block r's values");
+static_assert(kRowsPerWarp * kTridWarps * kMaxClusterBlocks >= kSmallEigenMaxN,
+              "a warp takes at most kRowsPerWarp rows");
 
 size_t TridiagSmemBytes(int64_t n, int blocks) {
   const int64_t rows = (n + blocks - 1) / blocks;
@@ -626,7 +629,8 @@ int ClusterBlocks(int64_t n) {
   const DeviceSupport s = QuerySupport();
   if (InverseSmemBytes(n) > s.max_smem) return 0;
   for (int c = s.max_cluster; c >= 8; c /= 2) {
-    if (TridiagSmemBytes(n, c) <= s.max_smem) return c;
+    const bool rows_fit = (n + c - 1) / c <= kRowsPerWarp * kTridWarps;
+    if (rows_fit && TridiagSmemBytes(n, c) <= s.max_smem) return c;
   }
   return 0;
 }
