@@ -174,13 +174,29 @@ absl::Status SymmetricEigen(DeviceContext& ctx, EigSolver solver, DevType t, int
   if (!FitsInt(n)) return absl::InvalidArgumentError("eigensolver size out of range");
   if (solver == EigSolver::kResident) {
     if (t == DevType::kF64 && vectors && SmallEigenSupported(n)) {
-      ATP_ASSIGN_OR_RETURN(DeviceBuffer vecs, ctx.Alloc(DevType::kF64, n * n));
+      // Tridiagonalise; then T's eigenpairs on the main stream beside Q on the side stream (both
+      // latency-bound), and the eigenvectors of a as Zᵀ·Qᵀ in one GEMM.
       ATP_ASSIGN_OR_RETURN(DeviceBuffer work, ctx.Alloc(SmallEigenWorkspaceBytes(n)));
+      ATP_ASSIGN_OR_RETURN(DeviceBuffer vecs, ctx.Alloc(DevType::kF64, n * n));
       ATP_ASSIGN_OR_RETURN(DeviceBuffer fallback, ctx.Alloc(sizeof(int)));
+      const double* a64 = static_cast<const double*>(a);
       ATP_RETURN_IF_ERROR(DeviceContext::Launched(
-          LaunchSmallEigen(static_cast<const double*>(a), n, 0, static_cast<double*>(w),
-                           vecs.as<double>(), fallback.as<int>(), work.get(), ctx.stream()),
-          "small eigensolver"));
+          LaunchSmallEigenReduce(a64, n, work.get(), ctx.stream()), "tridiagonalisation"));
+      ATP_RETURN_IF_ERROR(ctx.ForkSide());
+      {
+        SideStreamScope side(ctx);
+        ATP_RETURN_IF_ERROR(DeviceContext::Launched(
+            LaunchSmallEigenFormQ(n, work.get(), ctx.stream()), "reflectors to Q"));
+      }
+      ATP_RETURN_IF_ERROR(DeviceContext::Launched(
+          LaunchSmallEigenOfT(n, 0, static_cast<double*>(w), fallback.as<int>(), work.get(),
+                              ctx.stream()),
+          "tridiagonal eigenpairs"));
+      ATP_RETURN_IF_ERROR(ctx.JoinSide());
+      ATP_RETURN_IF_ERROR(Gemm(ctx, true, false, n, n, n, 1.0,
+                               ConstMat{DevType::kF64, SmallEigenVectorsOfT(work.get(), n), n},
+                               ConstMat{DevType::kF64, SmallEigenQt(work.get(), n), n}, 0.0,
+                               Mat{DevType::kF64, vecs.get(), n}));
       int fell_back = 1;
       ATP_RETURN_IF_ERROR(ctx.CopyToHost(&fell_back, fallback.get(), sizeof(int)));
       if (fell_back == 0) {

@@ -515,7 +515,7 @@ __global__ void __launch_bounds__(kInverseThreads) InverseIterationKernel(Invers
 // ---- 4. Back-transformation -------------------------------------------------------------------
 
 // A warp per eigenvector m >= first: z ← H_0 H_1 ⋯ H_{n-3} z (the reflectors from the last to the
-// first), z held in registers (element lane + 32c in z[c]); the block stages kBackChunk
+// first; z = e_m when zt is null, which makes row m of Qᵀ), z held in registers (element lane + 32c in z[c]); the block stages kBackChunk
 // reflectors at a time in shared memory (every warp applies the same ones).
 __global__ void __launch_bounds__(kBackWarps * 32)
     BackTransformKernel(const double* hh, const double* tau, const double* zt, int n, int first,
@@ -529,7 +529,11 @@ __global__ void __launch_bounds__(kBackWarps * 32)
 #pragma unroll
   for (int c = 0; c < kPerLane; ++c) {
     const int k = lane + 32 * c;
-    z[c] = active && k < n ? zt[static_cast<size_t>(k) * n + m] : 0.0;
+    if (zt == nullptr) {
+      z[c] = active && k == m ? 1.0 : 0.0;  // Q·e_m: row m of Qᵀ
+    } else {
+      z[c] = active && k < n ? zt[static_cast<size_t>(k) * n + m] : 0.0;
+    }
   }
   for (int hi = n - 3; hi >= 0; hi -= kBackChunk) {
     const int lo = hi - kBackChunk + 1 < 0 ? 0 : hi - kBackChunk + 1;
@@ -640,30 +644,50 @@ int ClusterBlocks(int64_t n) {
 bool SmallEigenSupported(int64_t n) { return ClusterBlocks(n) > 0; }
 
 size_t SmallEigenWorkspaceBytes(int64_t n) {
-  return static_cast<size_t>(3 * n + 4 + 2 * n * n) * sizeof(double);
+  return static_cast<size_t>(3 * n + 4 + 3 * n * n) * sizeof(double);
 }
 
-cudaError_t LaunchSmallEigen(const double* a, int64_t n64, int64_t first64, double* lambda,
-                             double* vectors, int* fallback, void* workspace,
-                             cudaStream_t stream) {
+namespace {
+
+// The workspace: T (d, e), the reflectors (tau, hh), ‖T‖ (scalars), T's eigenvectors (zt, also
+// the rows seen by the tridiagonalisation before) and Qᵀ (qt).
+struct Workspace {
+  double* d;
+  double* e;
+  double* tau;
+  double* scalars;
+  double* hh;
+  double* zt;
+  double* qt;
+};
+
+Workspace Carve(void* workspace, int n) {
+  Workspace w;
+  w.d = static_cast<double*>(workspace);
+  w.e = w.d + n;
+  w.tau = w.e + n;
+  w.scalars = w.tau + n;
+  w.hh = w.scalars + 4;
+  w.zt = w.hh + static_cast<size_t>(n) * n;
+  w.qt = w.zt + static_cast<size_t>(n) * n;
+  return w;
+}
+
+int ClampFirst(int64_t first, int64_t n) {
+  return static_cast<int>(first < 0 ? 0 : (first > n ? n : first));
+}
+
+}  // namespace
+
+cudaError_t LaunchSmallEigenReduce(const double* a, int64_t n64, void* workspace,
+                                   cudaStream_t stream) {
   const int blocks = ClusterBlocks(n64);
   if (blocks == 0) return cudaErrorNotSupported;
   const int n = static_cast<int>(n64);
-  const int first = static_cast<int>(first64 < 0 ? 0 : (first64 > n64 ? n64 : first64));
-  double* ws = static_cast<double*>(workspace);
-  double* d = ws;
-  double* e = d + n;
-  double* tau = e + n;
-  double* scalars = tau + n;
-  double* hh = scalars + 4;
-  double* zt = hh + static_cast<size_t>(n) * n;
-
-  cudaError_t err = cudaMemsetAsync(fallback, 0, sizeof(int), stream);
+  const Workspace ws = Carve(workspace, n);
+  cudaError_t err = cudaMemsetAsync(ws.tau, 0, sizeof(double) * n, stream);  // tau[n-2..] = 0
   if (err != cudaSuccess) return err;
-  err = cudaMemsetAsync(tau, 0, sizeof(double) * n, stream);  // tau[n-1], tau[n-2] stay 0
-  if (err != cudaSuccess) return err;
-
-  TridiagParams tp{a, n, d, e, tau, hh, zt};  // zt is free until the inverse iteration
+  TridiagParams tp{a, n, ws.d, ws.e, ws.tau, ws.hh, ws.zt};  // zt is free until stage 3
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = dim3(blocks);
   cfg.blockDim = dim3(kTridThreads);
@@ -676,18 +700,59 @@ cudaError_t LaunchSmallEigen(const double* a, int64_t n64, int64_t first64, doub
   attr[0].val.clusterDim.z = 1;
   cfg.attrs = attr;
   cfg.numAttrs = 1;
-  err = cudaLaunchKernelEx(&cfg, TridiagonalizeKernel, tp);
-  if (err != cudaSuccess) return err;
+  return cudaLaunchKernelEx(&cfg, TridiagonalizeKernel, tp);
+}
 
+cudaError_t LaunchSmallEigenOfT(int64_t n64, int64_t first64, double* lambda, int* fallback,
+                                void* workspace, cudaStream_t stream) {
+  if (ClusterBlocks(n64) == 0) return cudaErrorNotSupported;
+  const int n = static_cast<int>(n64);
+  const int first = ClampFirst(first64, n64);
+  const Workspace ws = Carve(workspace, n);
+  cudaError_t err = cudaMemsetAsync(fallback, 0, sizeof(int), stream);
+  if (err != cudaSuccess) return err;
   EigenvaluesKernel<<<(n + kBisectWarps - 1) / kBisectWarps, kBisectWarps * 32,
-                      2 * n * sizeof(double), stream>>>(d, e, n, lambda, scalars);
+                      2 * n * sizeof(double), stream>>>(ws.d, ws.e, n, lambda, ws.scalars);
   const int count = n - first;
   if (count > 0) {
-    InverseParams ip{d, e, lambda, scalars, n, first, zt, fallback};
+    InverseParams ip{ws.d, ws.e, lambda, ws.scalars, n, first, ws.zt, fallback};
     InverseIterationKernel<<<(count + kInverseThreads - 1) / kInverseThreads, kInverseThreads,
                              InverseSmemBytes(n), stream>>>(ip);
+  }
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchSmallEigenFormQ(int64_t n64, void* workspace, cudaStream_t stream) {
+  if (ClusterBlocks(n64) == 0) return cudaErrorNotSupported;
+  const int n = static_cast<int>(n64);
+  const Workspace ws = Carve(workspace, n);
+  BackTransformKernel<<<(n + kBackWarps - 1) / kBackWarps, kBackWarps * 32, 0, stream>>>(
+      ws.hh, ws.tau, nullptr, n, 0, ws.qt);
+  return cudaGetLastError();
+}
+
+const double* SmallEigenVectorsOfT(const void* workspace, int64_t n) {
+  return Carve(const_cast<void*>(workspace), static_cast<int>(n)).zt;
+}
+
+const double* SmallEigenQt(const void* workspace, int64_t n) {
+  return Carve(const_cast<void*>(workspace), static_cast<int>(n)).qt;
+}
+
+cudaError_t LaunchSmallEigen(const double* a, int64_t n64, int64_t first64, double* lambda,
+                             double* vectors, int* fallback, void* workspace,
+                             cudaStream_t stream) {
+  cudaError_t err = LaunchSmallEigenReduce(a, n64, workspace, stream);
+  if (err != cudaSuccess) return err;
+  err = LaunchSmallEigenOfT(n64, first64, lambda, fallback, workspace, stream);
+  if (err != cudaSuccess) return err;
+  const int n = static_cast<int>(n64);
+  const int first = ClampFirst(first64, n64);
+  const Workspace ws = Carve(workspace, n);
+  const int count = n - first;
+  if (count > 0) {
     BackTransformKernel<<<(count + kBackWarps - 1) / kBackWarps, kBackWarps * 32, 0, stream>>>(
-        hh, tau, zt, n, first, vectors);
+        ws.hh, ws.tau, ws.zt, n, first, vectors);
   }
   return cudaGetLastError();
 }

@@ -10,7 +10,8 @@
 //   3. The eigenvectors of T for the eigenvalues first..n-1 by inverse iteration (tridiagonal LU
 //      with partial pivoting, three solves), re-orthogonalised by modified Gram–Schmidt within
 //      groups of close eigenvalues (gap <= kSmallEigenGroupGap·‖T‖), as LAPACK's dstein does.
-//   4. Back-transformation of those vectors by the reflectors (a warp per eigenvector).
+//   4. Back-transformation of those vectors by the reflectors (a warp per eigenvector), or Q
+//      formed by the reflectors beside stages 2 and 3 and one GEMM after them.
 // A group of more than kSmallEigenMaxGroup close eigenvalues among first..n-1 (the zero
 // eigenvalues of a rank-deficient matrix, say) sets *fallback: the caller then solves the
 // untouched input with cuSOLVER. No absl here (nvcc compiles the .cu as C++17).
@@ -39,9 +40,21 @@ size_t SmallEigenWorkspaceBytes(int64_t n);
 // ascending. vectors: n x n row-major; row i (first <= i < n) becomes the unit eigenvector of
 // lambda[i] (rows below `first` are left as they are). *fallback: set to 0, then to 1 when the
 // result must not be used (see above). workspace: SmallEigenWorkspaceBytes(n) bytes.
-// cudaErrorNotSupported (nothing launched) when !SmallEigenSupported(n).
+// cudaErrorNotSupported (nothing launched) when !SmallEigenSupported(n). All stages on `stream`.
 cudaError_t LaunchSmallEigen(const double* a, int64_t n, int64_t first, double* lambda,
                              double* vectors, int* fallback, void* workspace, cudaStream_t stream);
+
+// The same in stages, for a caller that overlaps them: Reduce (1), then OfT (2 and 3: lambda,
+// *fallback and T's eigenvectors, SmallEigenVectorsOfT: element k of the vector of lambda[m] at
+// k·n + m) and FormQ (Qᵀ row-major, SmallEigenQt) in any order or at once; the eigenvectors of
+// a are then rows m of Zᵀ·Qᵀ with Z = SmallEigenVectorsOfT (m >= first).
+cudaError_t LaunchSmallEigenReduce(const double* a, int64_t n, void* workspace,
+                                   cudaStream_t stream);
+cudaError_t LaunchSmallEigenOfT(int64_t n, int64_t first, double* lambda, int* fallback,
+                                void* workspace, cudaStream_t stream);
+cudaError_t LaunchSmallEigenFormQ(int64_t n, void* workspace, cudaStream_t stream);
+const double* SmallEigenVectorsOfT(const void* workspace, int64_t n);
+const double* SmallEigenQt(const void* workspace, int64_t n);
 
 }  // namespace atp::kernels::cuda
 
