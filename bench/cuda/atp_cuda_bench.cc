@@ -433,6 +433,7 @@ void Micro(DeviceContext& ctx, const Flags& f) {
             "spd");
       DeviceBuffer a = Alloc(ctx, t, n * n);
       DeviceBuffer w = Alloc(ctx, t, n);
+      DeviceBuffer y = Gaussian(ctx, t, 4096 * n, 6, 1.0);
       DeviceBuffer info = Alloc(ctx, DevType::kF32, 4);
       struct Op {
         std::string name;
@@ -450,6 +451,15 @@ void Micro(DeviceContext& ctx, const Flags& f) {
           {"resident", [&] {
              return SymmetricEigen(ctx, EigSolver::kResident, t, n, a.get(), w.get(),
                                    info.as<int>());
+           }},
+          {"syrk_4096", [&] {
+             // The Gram step of a CholeskyQR pass on a 4096 x n block (d = 4096).
+             return GramUpper(ctx, t, n, 4096, /*columns=*/true, y.get(), a.get());
+           }},
+          {"trsm_4096", [&] {
+             // Its solve, y ← y·R⁻¹, with R = the Cholesky factor of a0 (the input a0 is SPD,
+             // not triangular, but the solve's cost does not depend on the values).
+             return SolveCholeskyFactor(ctx, t, n, a.get(), /*columns=*/true, 4096, y.get());
            }},
           {"syevd_values", [&] {
              return SymmetricEigen(ctx, EigSolver::kSyevd, t, n, a.get(), w.get(), info.as<int>(),

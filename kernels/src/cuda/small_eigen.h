@@ -27,7 +27,7 @@ namespace atp::kernels::cuda {
 
 constexpr int64_t kSmallEigenMaxN = 608;
 constexpr int kSmallEigenMaxGroup = 32;
-constexpr double kSmallEigenGroupGap = 1e-7;
+constexpr double kSmallEigenGroupGap = 1e-8;
 
 // Whether the current device can run the solver for this n (thread-block clusters, enough
 // shared memory). Thread-safe; the device query is cached per device.
