@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "cuda/cluster_cholesky.h"
 #include "cuda/cuda_status.h"
 #include "cuda/device_kernels.h"
 #include "cuda/small_eigen.h"
@@ -110,6 +111,11 @@ absl::Status GramUpper(DeviceContext& ctx, DevType t, int64_t n, int64_t other, 
 absl::Status Potrf(DeviceContext& ctx, DevType t, int64_t n, void* a, int* info_dev, bool own) {
   if (t != DevType::kF32 && t != DevType::kF64) return absl::InternalError("Potrf: want f32/f64");
   if (own) {
+    if (ClusterCholeskySupported(t, n)) {  // one launch where the matrix fits in a cluster
+      return DeviceContext::Launched(
+          LaunchClusterCholesky(t, a, n, /*shift_factor=*/0.0, info_dev, ctx.stream()),
+          "cluster cholesky");
+    }
     return DeviceContext::Launched(LaunchCholesky(t, a, n, info_dev, ctx.stream()), "cholesky");
   }
   const cudaDataType_t ct = CudaType(t);

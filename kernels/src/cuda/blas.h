@@ -44,8 +44,10 @@ absl::Status GramUpper(DeviceContext& ctx, DevType t, int64_t n, int64_t other, 
 // Cholesky factor of the symmetric positive definite n x n matrix a (f32 or f64, contiguous):
 // afterwards its upper triangle, read column-major, holds R with A = RᵀR. The factorisation's
 // info (0, or the failing minor) is written to *info_dev without a host round trip.
-// own = true: the own blocked kernel (device_kernels.h, no host round trip, a few µs per
-// 32-column block); false: cusolverDnXpotrf. *info_dev must be 0 before an own factorisation.
+// own = true: the own kernels without a host round trip — one thread-block cluster
+// (cluster_cholesky.h) where the matrix fits in its shared memory, else the blocked kernel
+// (device_kernels.h, two launches per 32-column block); false: cusolverDnXpotrf. *info_dev must
+// be 0 before an own factorisation.
 absl::Status Potrf(DeviceContext& ctx, DevType t, int64_t n, void* a, int* info_dev,
                    bool own = false);
 
