@@ -65,6 +65,8 @@ __device__ long long g_prof[16][6];
 constexpr int kMaxClusterBlocks = 16;
 constexpr int kRowsPerWarp = 3;  // rows of a block per warp: ceil(ceil(608 / 16) / 16)
 static_assert(kTridWarps >= kMaxClusterBlocks, "warp r gathers block r's values");
+static_assert(kRowsPerWarp * kTridWarps <= 64, "a lane gathers at most two values per block");
+static_assert(kSmallEigenMaxN <= 2 * kTridThreads, "a thread loads at most two row entries");
 static_assert(kRowsPerWarp * kTridWarps * kMaxClusterBlocks >= kSmallEigenMaxN,
               "a warp takes at most kRowsPerWarp rows");
 
@@ -170,22 +172,33 @@ __global__ void __launch_bounds__(kTridThreads) TridiagonalizeKernel(TridiagPara
       ATP_PROF(5);
       cluster.sync();
       ATP_PROF(0);
+      // Row j+1 from L2 and p_j from the other blocks: every load issued before any is used, so
+      // that their latencies overlap (n <= 2·kTridThreads, rows <= 64).
+      const double* seen = p.rows_seen + static_cast<size_t>(j + 1) * n;
+      const int k0 = j + 1 + tid, k1 = k0 + kTridThreads;
+      const double x0 = k0 < n ? __ldcg(seen + k0) : 0.0;
+      const double x1 = k1 < n ? __ldcg(seen + k1) : 0.0;
       if (tau != 0.0 && warp < blocks) {
         const double* src = cluster.map_shared_rank(pown + (j & 1) * rows, warp);
+        const int i0 = lane * blocks + warp, i1 = (lane + 32) * blocks + warp;
+        const bool ok0 = lane < rows && i0 > j && i0 < n;
+        const bool ok1 = lane + 32 < rows && i1 > j && i1 < n;
+        const double p0 = ok0 ? src[lane] : 0.0;
+        const double p1 = ok1 ? src[lane + 32] : 0.0;
         double dot = 0.0;
-        for (int li = lane; li < rows; li += 32) {
-          const int i = li * blocks + warp;
-          if (i > j && i < n) {
-            const double pi = src[li];
-            pfull[i] = pi;
-            dot += pi * v[i];
-          }
+        if (ok0) {
+          pfull[i0] = p0;
+          dot += p0 * v[i0];
+        }
+        if (ok1) {
+          pfull[i1] = p1;
+          dot += p1 * v[i1];
         }
         dot = WarpSum(dot);
         if (lane == 0) gpart[warp] = dot;
       }
-      const double* seen = p.rows_seen + static_cast<size_t>(j + 1) * n;
-      for (int k = j + 1 + tid; k < n; k += kTridThreads) x[k] = __ldcg(seen + k);
+      if (k0 < n) x[k0] = x0;
+      if (k1 < n) x[k1] = x1;
       __syncthreads();  // pfull, gpart
       double half = 0.0, w1 = 0.0;
       if (tau != 0.0) {
@@ -237,11 +250,15 @@ __global__ void __launch_bounds__(kTridThreads) TridiagonalizeKernel(TridiagPara
       acc[r] = 0.0;
     }
     if (any) {
+      // Disjoint parts of shared memory: the row stores may not hold back the next loads.
+      const double* __restrict__ wr = w;
+      const double* __restrict__ vr = v;
+      const double* __restrict__ vnr = vn;
 #pragma unroll 2
       for (int k = j + 2 + lane; k < n; k += 32) {
-        const double wk = tau != 0.0 ? w[k] : 0.0;
-        const double vk = tau != 0.0 ? v[k] : 0.0;
-        const double vnk = vn[k];
+        const double wk = tau != 0.0 ? wr[k] : 0.0;
+        const double vk = tau != 0.0 ? vr[k] : 0.0;
+        const double vnk = vnr[k];
 #pragma unroll
         for (int r = 0; r < kRowsPerWarp; ++r) {
           if (!has[r]) continue;
