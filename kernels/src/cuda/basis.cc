@@ -126,6 +126,8 @@ class BasisRun {
   }
   absl::Status CheckInfos(const char* stage);
   absl::Status Gram();
+  // Starts options.beside once.
+  absl::Status Beside();
   absl::Status Exact();
   absl::Status Randomized();
   absl::Status ApplyG(const void* q, int split, bool shifted, void* out);
@@ -153,6 +155,7 @@ class BasisRun {
   DeviceBuffer scalars_;  // f64: [0] trace(G), [1] shift of G, [2..] scratch
   DeviceBuffer infos_;
   int info_count_ = 0;
+  bool beside_started_ = false;
   int64_t k_ = 0;          // subspace size (randomized) or m (exact)
   DeviceBuffer eigvecs_;  // rows: eigenvectors, ascending [n_eig, n_eig]
   DeviceBuffer lambda_;   // [n_eig]
@@ -200,7 +203,14 @@ absl::Status BasisRun::Gram() {
   return absl::OkStatus();
 }
 
+absl::Status BasisRun::Beside() {
+  if (beside_started_ || !opt_.beside) return absl::OkStatus();
+  beside_started_ = true;
+  return opt_.beside();
+}
+
 absl::Status BasisRun::Exact() {
+  ATP_RETURN_IF_ERROR(Beside());
   k_ = m_;
   ATP_ASSIGN_OR_RETURN(lambda_, ctx_.Alloc(ct_, m_));
   ATP_RETURN_IF_ERROR(
@@ -283,6 +293,7 @@ absl::Status BasisRun::Randomized() {
   for (int it = 0; it < products; ++it) {
     const void* from = it == 0 ? omega.get() : y.get();
     ATP_RETURN_IF_ERROR(ApplyG(from, iteration_split, /*shifted=*/true, y_next.get()));
+    ATP_RETURN_IF_ERROR(Beside());  // after the first product: GEMMs do not share SMs well
     Mark("subspace_products");
     bool last = it + 1 == products;
     if (it > 0 && opt_.adaptive_tolerance > 0) {
@@ -464,7 +475,6 @@ absl::StatusOr<DeviceBasis> BasisRun::Run() {
   ATP_CUDA(cudaMemsetAsync(infos_.get(), 0, kMaxInfos * sizeof(int), ctx_.stream()));
 
   ATP_RETURN_IF_ERROR(Gram());
-  if (opt_.after_gram) ATP_RETURN_IF_ERROR(opt_.after_gram());
   ATP_RETURN_IF_ERROR(exact ? Exact() : Randomized());
   const int64_t n_eig = exact ? m_ : k_;
 

@@ -64,9 +64,10 @@ struct BasisOptions {
 
   // Benchmarks: called with a stage name at each stage boundary (records an event).
   std::function<void(const char* stage)> mark;
-  // Called once the Gram product is queued: work that overlaps the rest of the basis (which is
-  // latency-bound) goes here, on the side stream.
-  std::function<absl::Status()> after_gram;
+  // Called once, when the GEMM-bound start of the basis is queued (the Gram product, and for the
+  // randomized method the first product with it) and the latency-bound rest (CholeskyQR,
+  // eigensolves) comes next: work that should overlap that rest goes here, on the side stream.
+  std::function<absl::Status()> beside;
 };
 
 struct DeviceBasis {

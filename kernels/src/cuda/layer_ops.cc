@@ -256,7 +256,7 @@ absl::StatusOr<AtpLayerInfo> AtpAttentionLayer(DeviceContext& ctx, const DeviceL
   bo.need_u = false;
   bo.need_v = false;
   if (!bo.mark && mark) bo.mark = mark;
-  bo.after_gram = [&]() -> absl::Status {
+  bo.beside = [&]() -> absl::Status {
     ATP_RETURN_IF_ERROR(ctx.ForkSide());
     forked = true;
     SideStreamScope side(ctx);
