@@ -52,7 +52,8 @@ struct BasisOptions {
   int iteration_split = 2;
   int rayleigh_ritz_split = 3;
   EigSolver eig = EigSolver::kResident;
-  // The own blocked Cholesky kernel in CholeskyQR (false: cuSOLVER's potrf).
+  // The own Cholesky kernels in CholeskyQR (cluster or blocked, see Potrf; false: cuSOLVER's
+  // potrf).
   bool own_cholesky = true;
   // kAuto uses the exact method when min(L, d) <= this or when k >= min(L, d) / 2 (the CPU
   // backend's rule, so that small inputs take the exact path on both).

@@ -189,16 +189,20 @@ absl::Status SymmetricEigen(DeviceContext& ctx, EigSolver solver, DevType t, int
       ATP_RETURN_IF_ERROR(DeviceContext::Launched(
           LaunchSmallEigenReduce(a64, n, work.get(), ctx.stream()), "tridiagonalisation"));
       ATP_RETURN_IF_ERROR(ctx.ForkSide());
+      absl::Status side_status;
       {
         SideStreamScope side(ctx);
-        ATP_RETURN_IF_ERROR(DeviceContext::Launched(
-            LaunchSmallEigenFormQ(n, work.get(), ctx.stream()), "reflectors to Q"));
+        side_status = DeviceContext::Launched(LaunchSmallEigenFormQ(n, work.get(), ctx.stream()),
+                                              "reflectors to Q");
       }
-      ATP_RETURN_IF_ERROR(DeviceContext::Launched(
+      const absl::Status main_status = DeviceContext::Launched(
           LaunchSmallEigenOfT(n, 0, static_cast<double*>(w), fallback.as<int>(), work.get(),
                               ctx.stream()),
-          "tridiagonal eigenpairs"));
+          "tridiagonal eigenpairs");
+      // Joined before any return: the workspace is freed in the main stream's order.
       ATP_RETURN_IF_ERROR(ctx.JoinSide());
+      ATP_RETURN_IF_ERROR(side_status);
+      ATP_RETURN_IF_ERROR(main_status);
       ATP_RETURN_IF_ERROR(Gemm(ctx, true, false, n, n, n, 1.0,
                                ConstMat{DevType::kF64, SmallEigenVectorsOfT(work.get(), n), n},
                                ConstMat{DevType::kF64, SmallEigenQt(work.get(), n), n}, 0.0,
