@@ -41,8 +41,8 @@ namespace {
 constexpr int kPanel = 16;     // columns per panel
 constexpr int kThreads = 512;  // threads per block
 constexpr int kWarps = kThreads / 32;
-constexpr int kChunk = 64;     // columns per trailing-update unit (two per lane)
-constexpr int kRowGroup = 8;   // own rows per trailing-update unit
+constexpr int kChunk = 64;    // columns per trailing-update unit (two per lane)
+constexpr int kRowGroup = 8;  // own rows per trailing-update unit
 constexpr unsigned kFullMask = 0xffffffffu;
 
 // The phases below also compile for the host (the probe's emulator), where #pragma unroll is
@@ -144,8 +144,8 @@ __host__ __device__ inline float4 Pack(const float* x) {
 // broadcast loads of one row by a whole warp.
 template <typename T>
 struct Geo {
-  static constexpr int kVec = 16 / static_cast<int>(sizeof(T));             // elements per vector
-  static constexpr int kVecsPerRow = kPanel / kVec;                         // 8 (f64), 4 (f32)
+  static constexpr int kVec = 16 / static_cast<int>(sizeof(T));  // elements per vector
+  static constexpr int kVecsPerRow = kPanel / kVec;              // 8 (f64), 4 (f32)
   static constexpr int kRowsPerLine = 128 / (kPanel * static_cast<int>(sizeof(T)));  // 1, 2
 };
 
@@ -238,7 +238,7 @@ template <typename T, typename M>
 __host__ __device__ inline void LoadRow(const T* buf, int row, T (&x)[kPanel]) {
   using V = typename VecOf<T>::Type;
   const T* base = buf + row * kPanel;
-ATP_CC_UNROLL
+  ATP_CC_UNROLL
   for (int q = 0; q < Geo<T>::kVecsPerRow; ++q) {
     const V v = M::Load(reinterpret_cast<const V*>(base + SwizzledVec<T>(row, q) * Geo<T>::kVec));
     Unpack(v, x + q * Geo<T>::kVec);
@@ -249,7 +249,7 @@ template <typename T, typename M>
 __host__ __device__ inline void StoreRow(T* buf, int row, const T (&x)[kPanel]) {
   using V = typename VecOf<T>::Type;
   T* base = buf + row * kPanel;
-ATP_CC_UNROLL
+  ATP_CC_UNROLL
   for (int q = 0; q < Geo<T>::kVecsPerRow; ++q) {
     M::Store(reinterpret_cast<V*>(base + SwizzledVec<T>(row, q) * Geo<T>::kVec),
              Pack(x + q * Geo<T>::kVec));
@@ -263,7 +263,7 @@ __host__ __device__ inline T DotRows(const T* buf, int ra, int rb) {
   LoadRow<T, M>(buf, ra, x);
   LoadRow<T, M>(buf, rb, y);
   T even = T(0), odd = T(0);
-ATP_CC_UNROLL
+  ATP_CC_UNROLL
   for (int c = 0; c < kPanel; c += 2) {
     even += x[c] * y[c];
     odd += x[c + 1] * y[c + 1];
@@ -315,10 +315,10 @@ __host__ __device__ void PushFirstPanel(const Ctx<T>& ctx, int t, int nt) {
 // Warp 0, lane r: row r of a diagonal block of width bw (zeros elsewhere and above the diagonal).
 template <typename T>
 __host__ __device__ void LoadDiagonalRowGlobal(const Ctx<T>& ctx, int r, int bw, T (&x)[kPanel]) {
-ATP_CC_UNROLL
+  ATP_CC_UNROLL
   for (int j = 0; j < kPanel; ++j) {
-    x[j] = r < bw && j <= r ? ctx.Shifted(ctx.a[static_cast<int64_t>(r) * ctx.n + j], j == r)
-                            : T(0);
+    x[j] =
+        r < bw && j <= r ? ctx.Shifted(ctx.a[static_cast<int64_t>(r) * ctx.n + j], j == r) : T(0);
   }
 }
 
@@ -326,7 +326,7 @@ template <typename T, typename M>
 __host__ __device__ void LoadDiagonalRowSlot(const Ctx<T>& ctx, int slot, int r, int bw,
                                              T (&x)[kPanel]) {
   const T* d = ctx.Dslot(slot) + r * kPanel;
-ATP_CC_UNROLL
+  ATP_CC_UNROLL
   for (int j = 0; j < kPanel; ++j) x[j] = r < bw && j <= r ? M::Load(d + j) : T(0);
 }
 
@@ -337,7 +337,7 @@ __host__ __device__ void StoreFactorColumn(const Ctx<T>& ctx, int slot, int r, i
                                            const T (&x)[kPanel]) {
   if (r >= kPanel) return;
   T* buf = ctx.Buf(slot);
-ATP_CC_UNROLL
+  ATP_CC_UNROLL
   for (int c = 0; c < kPanel; ++c) {
     if (c < bw) M::Store(buf + c * kPanel + Phys<T>(c, r), c <= r ? x[c] : T(0));
   }
@@ -353,26 +353,26 @@ __host__ __device__ void SolvePanelRows(const Ctx<T>& ctx, const Panel& P, int t
   for (int row = kPanel + tid; row < P.m; row += kThreads) {
     T x[kPanel];
     LoadRow<T, M>(buf, row, x);
-ATP_CC_UNROLL
+    ATP_CC_UNROLL
     for (int c = 0; c < kPanel; ++c) {
       x[c] *= M::Load(ctx.invd + c);
       T u[kPanel] = {};  // row c of U, columns > c (the vectors holding them)
-ATP_CC_UNROLL
+      ATP_CC_UNROLL
       for (int q = 0; q < Geo<T>::kVecsPerRow; ++q) {
         if ((q + 1) * Geo<T>::kVec > c + 1) {
-          const V v = M::Load(reinterpret_cast<const V*>(buf + c * kPanel +
-                                                         SwizzledVec<T>(c, q) * Geo<T>::kVec));
+          const V v = M::Load(
+              reinterpret_cast<const V*>(buf + c * kPanel + SwizzledVec<T>(c, q) * Geo<T>::kVec));
           Unpack(v, u + q * Geo<T>::kVec);
         }
       }
-ATP_CC_UNROLL
+      ATP_CC_UNROLL
       for (int j = c + 1; j < kPanel; ++j) x[j] -= x[c] * u[j];
     }
     StoreRow<T, M>(buf, row, x);
     const int i = P.s0 + row;
     if (ctx.Owns(i)) {
       T* dst = ctx.a + static_cast<int64_t>(i) * ctx.n + P.s0;
-ATP_CC_UNROLL
+      ATP_CC_UNROLL
       for (int c = 0; c < kPanel; ++c) dst[c] = x[c];
     }
   }
@@ -415,8 +415,7 @@ __host__ __device__ void UpdateNextPanel(const Ctx<T>& ctx, const Panel& P, int 
       const int r = ra + (e - ea) / kPanel, col = (e - ea) % kPanel;
       const int i = ctx.rank + r * ctx.c, j = P.s2 + col;
       if (j <= i) {
-        const T v =
-            M::Load(ctx.own + ctx.OwnIndex(r, j)) - DotRows<T, M>(buf, i - P.s0, j - P.s0);
+        const T v = M::Load(ctx.own + ctx.OwnIndex(r, j)) - DotRows<T, M>(buf, i - P.s0, j - P.s0);
         T* dst = ctx.Dslot(P.cur) + (i - P.s2) * kPanel + col;
         for (int d = 0; d < ctx.c; ++d) M::Push(d, dst, v);
       }
@@ -451,13 +450,13 @@ __host__ __device__ void UpdateTrailing(const Ctx<T>& ctx, const Panel& P, int w
       if (ka < ctx.n) {
         LoadRow<T, M>(buf, ka - P.s0, la);
       } else {
-ATP_CC_UNROLL
+        ATP_CC_UNROLL
         for (int c = 0; c < kPanel; ++c) la[c] = T(0);
       }
       if (kb < ctx.n) {
         LoadRow<T, M>(buf, kb - P.s0, lb);
       } else {
-ATP_CC_UNROLL
+        ATP_CC_UNROLL
         for (int c = 0; c < kPanel; ++c) lb[c] = T(0);
       }
       const int re = Min(ctx.own_rows, rs + kRowGroup);
@@ -466,12 +465,12 @@ ATP_CC_UNROLL
         const int row = i - P.s0;
         const T* li = buf + row * kPanel;
         T sa0 = T(0), sa1 = T(0), sb0 = T(0), sb1 = T(0);
-ATP_CC_UNROLL
+        ATP_CC_UNROLL
         for (int q = 0; q < Geo<T>::kVecsPerRow; ++q) {
           T t[Geo<T>::kVec];
           Unpack(M::Load(reinterpret_cast<const V*>(li + SwizzledVec<T>(row, q) * Geo<T>::kVec)),
                  t);
-ATP_CC_UNROLL
+          ATP_CC_UNROLL
           for (int e = 0; e < Geo<T>::kVec; e += 2) {
             const int c = q * Geo<T>::kVec + e;
             sa0 += t[e] * la[c];
@@ -561,9 +560,9 @@ __device__ void FactorDiagonalBlock(T (&x)[kPanel], int bw, int base, int* info,
                                     T* invd) {
   const int lane = threadIdx.x & 31;
   T diag[kPanel];
-ATP_CC_UNROLL
+  ATP_CC_UNROLL
   for (int j = 0; j < kPanel; ++j) diag[j] = __shfl_sync(kFullMask, x[j], j);
-ATP_CC_UNROLL
+  ATP_CC_UNROLL
   for (int k = 0; k < kPanel; ++k) {
     T piv = diag[k];
     if (k >= bw) {
@@ -576,7 +575,7 @@ ATP_CC_UNROLL
     if (lane == 0) invd[k] = inv;
     const T xk = x[k];
     x[k] = lane == k ? piv * inv : xk * inv;  // L[lane][k]
-ATP_CC_UNROLL
+    ATP_CC_UNROLL
     for (int j = k + 1; j < kPanel; ++j) {
       const T ljk = __shfl_sync(kFullMask, xk, j) * inv;  // L[j][k]
       x[j] -= x[k] * ljk;
@@ -592,7 +591,7 @@ __device__ double WarpTrace(const T* a, int n) {
   for (int i = threadIdx.x & 31; i < n; i += 32) {
     s += static_cast<double>(a[static_cast<int64_t>(i) * n + i]);
   }
-ATP_CC_UNROLL
+  ATP_CC_UNROLL
   for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(kFullMask, s, off);
   return s;
 }
@@ -666,8 +665,8 @@ void QueryKernel(int max_optin, int* cluster, int* max_dynamic) {
   if (dynamic <= 0 ||
       cudaFuncSetAttribute(ClusterCholeskyKernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                            dynamic) != cudaSuccess ||
-      cudaFuncSetAttribute(ClusterCholeskyKernel<T>,
-                           cudaFuncAttributeNonPortableClusterSizeAllowed, 1) != cudaSuccess) {
+      cudaFuncSetAttribute(ClusterCholeskyKernel<T>, cudaFuncAttributeNonPortableClusterSizeAllowed,
+                           1) != cudaSuccess) {
     return;
   }
   *max_dynamic = dynamic;
@@ -765,8 +764,8 @@ cudaError_t Launch(T* a, int n, double shift_factor, int* info, int cluster, int
   attribute.val.clusterDim.z = 1;
   config.attrs = &attribute;
   config.numAttrs = 1;
-  const cudaError_t e = cudaLaunchKernelEx(&config, ClusterCholeskyKernel<T>, a, n, shift_factor,
-                                           info);
+  const cudaError_t e =
+      cudaLaunchKernelEx(&config, ClusterCholeskyKernel<T>, a, n, shift_factor, info);
   return e != cudaSuccess ? e : cudaGetLastError();
 }
 

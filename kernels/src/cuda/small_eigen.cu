@@ -13,12 +13,12 @@ namespace cg = cooperative_groups;
 
 constexpr int kTridThreads = 512;
 constexpr int kTridWarps = kTridThreads / 32;
-constexpr int kBisectWarps = 4;       // eigenvalues per block, a warp each
-constexpr int kBisectPoints = 2;      // Sturm counts per lane and round: 64 per round, 6 bits
-constexpr int kInverseThreads = 4;    // eigenvalue groups, a thread each (with its shared memory)
-constexpr int kInverseArrays = 6;     // per thread: LU of T − λI (5 arrays) and the iterate
-constexpr int kBackWarps = 8;         // eigenvectors per block, a warp each
-constexpr int kBackChunk = 8;         // reflectors staged in shared memory at a time
+constexpr int kBisectWarps = 4;     // eigenvalues per block, a warp each
+constexpr int kBisectPoints = 2;    // Sturm counts per lane and round: 64 per round, 6 bits
+constexpr int kInverseThreads = 4;  // eigenvalue groups, a thread each (with its shared memory)
+constexpr int kInverseArrays = 6;   // per thread: LU of T − λI (5 arrays) and the iterate
+constexpr int kBackWarps = 8;       // eigenvectors per block, a warp each
+constexpr int kBackChunk = 8;       // reflectors staged in shared memory at a time
 constexpr int kPerLane = static_cast<int>(kSmallEigenMaxN / 32);
 static_assert(kSmallEigenMaxN % 32 == 0, "kSmallEigenMaxN must be a multiple of 32");
 
@@ -79,18 +79,18 @@ size_t TridiagSmemBytes(int64_t n, int blocks) {
 struct TridiagParams {
   const double* a;
   int n;
-  double* d;    // [n] diagonal of T
-  double* e;    // [n - 1] off-diagonal of T
-  double* tau;  // [n - 1] reflector factors
-  double* hh;   // [n, n]: row j holds v_j at columns j+1..n-1 (v_j[j+1] = 1)
+  double* d;          // [n] diagonal of T
+  double* e;          // [n - 1] off-diagonal of T
+  double* tau;        // [n - 1] reflector factors
+  double* hh;         // [n, n]: row j holds v_j at columns j+1..n-1 (v_j[j+1] = 1)
   double* rows_seen;  // [n, n] scratch: row j holds row j of the trailing matrix after step j-2
 };
 
 // The reflector H_j = I − tau·v·vᵀ that maps x[j+1..n-1] onto beta·e_1 (LAPACK's dlarfg), from
 // x[j..n-1] and xnorm2 = Σ_{k > j+1} x[k]² (the same bits in every block): v into vn, T's
 // entries d_j and e_j (block 0). Returns tau.
-__device__ double Reflect(int j, const double* x, double xnorm2, double* vn,
-                          const TridiagParams& p, bool leader) {
+__device__ double Reflect(int j, const double* x, double xnorm2, double* vn, const TridiagParams& p,
+                          bool leader) {
   const int n = p.n;
   const double alpha = x[j + 1];
   double tau = 0.0, beta = alpha, scale = 0.0;
@@ -117,12 +117,12 @@ __device__ double Reflect(int j, const double* x, double xnorm2, double* vn,
 // Before it, every block has p_j = tau_j·A22·v_j for its own rows, and the owner of row j+1 has
 // written that row to global memory (rows_seen: sixteen blocks reading one block's shared memory
 // would queue on that block; the L2 cache serves them side by side). After it, every block
-// gathers p_j (warp r reads block r's values: one block per remote load) and row j+1, forms w_j = p_j − (tau_j/2)(p_jᵀv_j)v_j and row j+1
-// after the update (the snapshot minus v_j[j+1]·w_j − w_j[j+1]·v_j), hence the next reflector
-// (every block the same bits); then one pass over its rows applies A22 −= v_j·w_jᵀ + w_j·v_jᵀ and
-// computes p_{j+1} (a warp takes up to kRowsPerWarp rows at once). v and the own p values
-// alternate between two buffers, so that a block that runs ahead never overwrites what a slower
-// one still reads.
+// gathers p_j (warp r reads block r's values: one block per remote load) and row j+1, forms
+// w_j = p_j − (tau_j/2)(p_jᵀv_j)v_j and row j+1 after the update (the row as written minus
+// v_j[j+1]·w_j − w_j[j+1]·v_j), hence the next reflector (every block the same bits); then one
+// pass over its rows applies A22 −= v_j·w_jᵀ + w_j·v_jᵀ and computes p_{j+1} (a warp takes up to
+// kRowsPerWarp rows at once). v and the own p values alternate between two buffers, so that a
+// block that runs ahead never overwrites what a slower one still reads.
 __global__ void __launch_bounds__(kTridThreads) TridiagonalizeKernel(TridiagParams p) {
   cg::cluster_group cluster = cg::this_cluster();
   const int blocks = static_cast<int>(cluster.num_blocks());
@@ -136,8 +136,8 @@ __global__ void __launch_bounds__(kTridThreads) TridiagonalizeKernel(TridiagPara
   double* const pfull = vbase + 2 * n;
   double* const w = pfull + n;
   double* const x = w + n;
-  double* const pown = x + n;                    // 2 x rows
-  double* const gpart = pown + 2 * rows;         // kMaxClusterBlocks partial sums of pᵀv
+  double* const pown = x + n;                     // 2 x rows
+  double* const gpart = pown + 2 * rows;          // kMaxClusterBlocks partial sums of pᵀv
   double* const red = gpart + kMaxClusterBlocks;  // kTridWarps + 1
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   // The first local row whose global index is at least t.
@@ -153,9 +153,16 @@ __global__ void __launch_bounds__(kTridThreads) TridiagonalizeKernel(TridiagPara
 #ifdef ATP_SMALL_EIGEN_PROFILE
   long long prof[6] = {0, 0, 0, 0, 0, 0};
   long long tp = clock64();
-#define ATP_PROF(i) do { long long t_ = clock64(); prof[i] += t_ - tp; tp = t_; } while (0)
+#define ATP_PROF(i)           \
+  do {                        \
+    long long t_ = clock64(); \
+    prof[i] += t_ - tp;       \
+    tp = t_;                  \
+  } while (0)
 #else
-#define ATP_PROF(i) do {} while (0)
+#define ATP_PROF(i) \
+  do {              \
+  } while (0)
 #endif
   double tau = 0.0;  // tau_j (j = -1: no update yet)
   for (int j = -1; j + 1 < n; ++j) {
@@ -286,7 +293,9 @@ __global__ void __launch_bounds__(kTridThreads) TridiagonalizeKernel(TridiagPara
   cluster.sync();  // no block leaves while another may still read its shared memory
 #ifdef ATP_SMALL_EIGEN_PROFILE
   if (tid == 0) {
-    for (int q = 0; q < 6; ++q) atomicAdd(reinterpret_cast<unsigned long long*>(&g_prof[rank][q]), static_cast<unsigned long long>(prof[q]));
+    for (int q = 0; q < 6; ++q)
+      atomicAdd(reinterpret_cast<unsigned long long*>(&g_prof[rank][q]),
+                static_cast<unsigned long long>(prof[q]));
   }
 #endif
 #undef ATP_PROF
@@ -317,8 +326,8 @@ __device__ void SturmCounts(const double* d, const double* e2, int n, double piv
 }
 
 // A warp per eigenvalue: lambda[i] (ascending) by multisection of the Gershgorin interval, 64
-// points per round (a few ulps after ~9 rounds). Block 0 also writes scalars[0] = max(|lower|, |upper|) Gershgorin bound
-// (the ‖T‖ of the group and pivot thresholds).
+// points per round (a few ulps after ~9 rounds). Block 0 also writes scalars[0] = max(|lower|,
+// |upper|) Gershgorin bound (the ‖T‖ of the group and pivot thresholds).
 __global__ void __launch_bounds__(kBisectWarps * 32)
     EigenvaluesKernel(const double* d_in, const double* e_in, int n, double* lambda,
                       double* scalars) {
@@ -532,8 +541,9 @@ __global__ void __launch_bounds__(kInverseThreads) InverseIterationKernel(Invers
 // ---- 4. Back-transformation -------------------------------------------------------------------
 
 // A warp per eigenvector m >= first: z ← H_0 H_1 ⋯ H_{n-3} z (the reflectors from the last to the
-// first; z = e_m when zt is null, which makes row m of Qᵀ), z held in registers (element lane + 32c in z[c]); the block stages kBackChunk
-// reflectors at a time in shared memory (every warp applies the same ones).
+// first; z = e_m when zt is null, which makes row m of Qᵀ), z held in registers (element lane + 32c
+// in z[c]); the block stages kBackChunk reflectors at a time in shared memory (every warp applies
+// the same ones).
 __global__ void __launch_bounds__(kBackWarps * 32)
     BackTransformKernel(const double* hh, const double* tau, const double* zt, int n, int first,
                         double* vectors) {
@@ -609,13 +619,12 @@ DeviceSupport QuerySupport() {
   DeviceSupport s;
   int major = 0, optin = 0;
   if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess &&
-      cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) ==
-          cudaSuccess &&
+      cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) == cudaSuccess &&
       major >= 9 &&
       cudaFuncSetAttribute(TridiagonalizeKernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                            optin) == cudaSuccess &&
-      cudaFuncSetAttribute(TridiagonalizeKernel,
-                           cudaFuncAttributeNonPortableClusterSizeAllowed, 1) == cudaSuccess &&
+      cudaFuncSetAttribute(TridiagonalizeKernel, cudaFuncAttributeNonPortableClusterSizeAllowed,
+                           1) == cudaSuccess &&
       cudaFuncSetAttribute(InverseIterationKernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                            optin) == cudaSuccess) {
     s.max_smem = static_cast<size_t>(optin);
@@ -757,8 +766,7 @@ const double* SmallEigenQt(const void* workspace, int64_t n) {
 }
 
 cudaError_t LaunchSmallEigen(const double* a, int64_t n64, int64_t first64, double* lambda,
-                             double* vectors, int* fallback, void* workspace,
-                             cudaStream_t stream) {
+                             double* vectors, int* fallback, void* workspace, cudaStream_t stream) {
   cudaError_t err = LaunchSmallEigenReduce(a, n64, workspace, stream);
   if (err != cudaSuccess) return err;
   err = LaunchSmallEigenOfT(n64, first64, lambda, fallback, workspace, stream);
