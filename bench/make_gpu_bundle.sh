@@ -5,6 +5,7 @@
 # layout bench/cuda/run_all.sh expects, so that one archive serves every step:
 #   atp_cuda_test atp_cuda_device_test atp_cuda_bench atp atp-worker   (bench/cuda/make_bundle.sh's)
 #   atp_worker_cuda_test atp_pool_scaling                              (integration, multi-GPU)
+#   small_eigen_probe cholesky_probe                 (the own small factorisations beside cuSOLVER)
 # The archive must stay well under the device tool's 64 MiB carry limit; this script fails above
 # 48 MiB.
 #
@@ -20,16 +21,18 @@ if ! grep -q 'atp: CUDA backend ON' <<<"$cfg"; then
   exit 1
 fi
 targets=(atp_cuda_test atp_cuda_device_test atp_cuda_bench atp atp-worker atp_worker_cuda_test
-         atp_pool_scaling)
+         atp_pool_scaling small_eigen_probe cholesky_probe)
 cmake --build "$build" --target "${targets[@]}" -j"${ATP_JOBS:-2}"
 bins=("$build/tests/kernels/cuda/atp_cuda_test" "$build/tests/kernels/cuda/atp_cuda_device_test"
       "$build/bench/cuda/atp_cuda_bench" "$build/tools/cli/atp" "$build/service/atp-worker"
-      "$build/tests/integration/atp_worker_cuda_test" "$build/bench/multi_gpu/atp_pool_scaling")
+      "$build/tests/integration/atp_worker_cuda_test" "$build/bench/multi_gpu/atp_pool_scaling"
+      "$build/bench/cuda/small_eigen_probe" "$build/bench/cuda/cholesky_probe")
 for b in "${bins[@]}"; do
   [[ -x $b ]] || { echo "make_gpu_bundle: missing $b" >&2; exit 1; }
 done
 # The worker must carry the CUDA backend (cuBLAS linked), or every GPU step would skip.
-ldd "$build/service/atp-worker" | grep -q libcublas ||
+# (ldd's output first: grep -q stops reading early, and pipefail would count ldd's SIGPIPE.)
+grep -q libcublas <<<"$(ldd "$build/service/atp-worker")" ||
   { echo "make_gpu_bundle: $build/service/atp-worker has no CUDA backend" >&2; exit 1; }
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
