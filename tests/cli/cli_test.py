@@ -344,6 +344,46 @@ class LowRankLinearTest(OpTestCase):
                 self.run_lowrank(layer, weight, x, R.Policy("energy", "0.7"))
 
 
+    def test_factored_input_and_output(self):
+        L, r, d, n = 20, 4, 12, 7
+        u_path = self.save_input(self.rng.normal(size=(L, r)), "u.npy")
+        c_path = self.save_input(self.rng.normal(size=(r, d)), "c.npy")
+        u = np.load(u_path).astype(np.float64)
+        c = np.load(c_path).astype(np.float64)
+        y, prefix = self.path("y.npy"), self.path("p")
+        for bias in (False, True):
+            layer = self.make_linear(d, n, bias=bias)
+            want = R.lowrank_linear_factored(R.Layer(layer), "", u, c)
+            factored_in = ("run", "lowrank-linear", "--layer", layer, "--input-u", u_path,
+                           "--input-c", c_path)
+            with self.subTest(bias=bias, output="dense"):
+                fields = self.atp(*factored_in, "--output", y)
+                self.assertEqual(fields["rank"], str(r))
+                self.assertNotIn("energy", fields)  # nothing was decomposed
+                self.check_output(y, want, np.float32, TOL_F32)
+            with self.subTest(bias=bias, output="factored"):
+                fields = self.atp(*factored_in, "--output-prefix", prefix)
+                yu, yc = np.load(prefix + ".u.npy"), np.load(prefix + ".c.npy")
+                rp = r + 1 if bias else r  # U' = [U, 1], C' = [C W^T; b^T] with a bias
+                self.assertEqual((fields["u"], fields["c"]), (f"[{L},{rp}]", f"[{rp},{n}]"))
+                self.assertEqual(fields["output"], f"{prefix}.u.npy,{prefix}.c.npy")
+                self.assertEqual((yu.shape, yc.shape), ((L, rp), (rp, n)))
+                if bias:
+                    np.testing.assert_array_equal(yu[:, -1], np.ones(L, dtype=np.float32))
+                product = yu.astype(np.float64) @ yc.astype(np.float64)
+                self.assertLessEqual(R.rel_error(product, want), TOL_F32)
+        # A dense input with a factored output: the factors multiply to the dense output.
+        x = self.save_input(self.spectrum_input(15, d))
+        self.atp("run", "lowrank-linear", "--layer", layer, "--input", x, "--rank", 5,
+                 "--output", y)
+        fields = self.atp("run", "lowrank-linear", "--layer", layer, "--input", x, "--rank", 5,
+                          "--output-prefix", prefix)
+        self.assertEqual(fields["rank"], "5")
+        self.assertIn("energy", fields)
+        product = np.load(prefix + ".u.npy").astype(np.float64) @ np.load(prefix + ".c.npy")
+        self.assertLessEqual(R.rel_error(product, np.load(y)), 1e-5)
+
+
 class DecomposeTest(OpTestCase):
     def run_decompose(self, x_path, policy, output_dtype="f32", extra=()):
         prefix = self.path("p")
@@ -559,6 +599,14 @@ class CliErrorTest(CliTestCase):
                 x = self.save_input(a, name)
                 self.atp_fail(1, *self.attention("--rank", 2, x=x), want_text=want,
                               outputs=[self.y])
+        u = self.save_input(np.ones((10, 3)), "u.npy")
+        for name, c, want in (("c_wide.npy", np.ones((3, 13)), "want [3,12] (in_features of "
+                                                               "q_proj.weight"),
+                              ("c_rows.npy", np.ones((4, 12)), "want [3,12] (the columns of")):
+            with self.subTest(name=name):
+                self.atp_fail(1, "run", "lowrank-linear", "--layer", self.layer, "--weight",
+                              "q_proj", "--input-u", u, "--input-c", self.save_input(c, name),
+                              "--output", self.y, want_text=want, outputs=[self.y])
         o_in = self.save_input(np.zeros((4, 7)), "o.npy")
         self.atp_fail(1, "run", "lowrank-linear", "--layer", self.layer, "--weight", "o_proj",
                       "--input", o_in, "--output", self.y, want_text="in_features of o_proj.weight")
@@ -657,6 +705,19 @@ class CliErrorTest(CliTestCase):
                    "--causal=yes", "--output", self.y), "--causal takes no value"),
                  (("run", "lowrank-linear", "--layer", self.layer, "--input", self.x,
                    "--output", self.y), "give --weight q_proj"),
+                 (("run", "lowrank-linear", "--layer", self.layer, "--weight", "q_proj",
+                   "--input", self.x, "--input-u", self.x, "--input-c", self.x, "--output",
+                   self.y), "give --input or --input-u with --input-c, not both"),
+                 (("run", "lowrank-linear", "--layer", self.layer, "--weight", "q_proj",
+                   "--input-u", self.x, "--output", self.y),
+                  "needs both --input-u and --input-c, got only --input-u"),
+                 (("run", "lowrank-linear", "--layer", self.layer, "--weight", "q_proj",
+                   "--output", self.y), "missing --input (or --input-u with --input-c)"),
+                 (("run", "lowrank-linear", "--layer", self.layer, "--weight", "q_proj",
+                   "--input", self.x, "--output", self.y, "--output-prefix", self.path("p")),
+                  "give --output or --output-prefix, not both"),
+                 (("run", "lowrank-linear", "--layer", self.layer, "--weight", "q_proj",
+                   "--input", self.x), "missing --output (or --output-prefix)"),
                  (("generate", "layer", "--d-model", 10, "--heads", 4, "--output",
                    self.path("l.safetensors")), "not a multiple of --heads 4"),
                  (("generate", "layer", "--d-model", 8, "--heads", 4, "--kv-heads", 3,
@@ -693,7 +754,8 @@ class HelpTest(CliTestCase):
                                                "--rank-fraction", "--rank-energy", "--max-rank",
                                                "--backend", "--output-dtype", "--seed"],
                     ("run", "exact-attention"): ["--causal", "--layer", "--backend"],
-                    ("run", "lowrank-linear"): ["--weight", "--rank-energy", "--backend"],
+                    ("run", "lowrank-linear"): ["--weight", "--rank-energy", "--backend",
+                                                "--input-u", "--input-c", "--output-prefix"],
                     ("run", "decompose"): ["--output-prefix", "--method", "--rank"],
                     ("generate", "layer"): ["--d-model", "--heads", "--kv-heads", "--head-dim",
                                             "--bias", "--key-scale", "--dtype", "--seed"],

@@ -262,6 +262,13 @@ def lowrank_linear(layer, prefix, x, policy=None, rank=None):
     return (y if b is None else y + b), r, energy
 
 
+def lowrank_linear_factored(layer, prefix, u, c):
+    """Y = U (C W^T) + 1 b^T for an input given as X = U C (used as it is, no decomposition)."""
+    w, b = layer.linear(prefix)
+    y = u @ (c @ w.T)
+    return y if b is None else y + b
+
+
 def rel_error(got, want):
     """Relative Frobenius error ||got - want|| / ||want|| (absolute when want is 0)."""
     got = np.asarray(got, dtype=np.float64)

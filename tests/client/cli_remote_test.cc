@@ -129,6 +129,15 @@ TEST_F(CliRemoteTest, EveryRunOpOnTheWorkerEqualsTheLocalRunBitForBit) {
       {{"run", "decompose", "--input", Path("x.npy"), "--rank", "6"},
        "--output-prefix",
        {".u.npy", ".s.npy", ".vt.npy"}},
+      // Factored output, then a factored input (the factors decompose wrote just above).
+      {{"run", "lowrank-linear", "--layer", Path("lin.safetensors"), "--input", Path("x.npy"),
+        "--rank", "4"},
+       "--output-prefix",
+       {".u.npy", ".c.npy"}},
+      {{"run", "lowrank-linear", "--layer", Path("lin.safetensors"), "--input-u",
+        Path("out5.local.u.npy"), "--input-c", Path("out5.local.vt.npy")},
+       "--output",
+       {""}},
   };
   int n = 0;
   for (const Case& c : cases) {

@@ -439,28 +439,58 @@ absl::Status RunExactAttention(const ArgParser& p, const Io& io) {
 
 void DeclareLowRankLinear(ArgParser& p) {
   p.AddUsage("--layer L.safetensors [--weight NAME] --input X.npy [rank options] --output Y.npy");
+  p.AddUsage(
+      "--layer L.safetensors [--weight NAME] --input-u U.npy --input-c C.npy --output-prefix P");
   p.AddOption("layer", "FILE", "a linear or attention layer (.safetensors) (required)");
   p.AddOption("weight", "NAME",
               "which map of the layer: q_proj, k_proj, v_proj or o_proj of an attention layer "
               "(required there); omit for a linear layer");
-  p.AddOption("input", "FILE", "input X [L, in_features] (.npy) (required)");
-  p.AddOption("output", "FILE", "where to write Y [L, out_features] (.npy) (required)");
+  p.AddOption("input", "FILE",
+              "input X [L, in_features] (.npy), decomposed with the rank options (this or "
+              "--input-u with --input-c is required)");
+  p.AddOption("input-u", "FILE",
+              "factored input X = U·C: U [L, r] (.npy), used as given (no decomposition; the rank "
+              "options do not apply)");
+  p.AddOption("input-c", "FILE", "factored input X = U·C: C [r, in_features] (.npy)");
+  p.AddOption("output", "FILE",
+              "where to write Y [L, out_features] (.npy) (this or --output-prefix is required)");
+  p.AddOption("output-prefix", "P",
+              "factored output Y = U'·C': writes P.u.npy [L, r'] and P.c.npy [r', out_features], "
+              "with U' = [U, 1] and C' = [C·W^T; b^T] (r' = r + 1) when the map has a bias, else "
+              "U' = U and C' = C·W^T");
   AddOutputDTypeOption(p);
   AddRankOptions(p, "the layer's default_rank, energy 0.99 unless the file sets it");
   AddExecutionOptions(p);
   p.AddNotes(
       "Computes Y = U_r ((S_r V_r^T) W^T) + 1 b^T from the top-r SVD X ~ U_r S_r V_r^T, which "
-      "costs O(r d n + L r n) instead of O(L d n).");
+      "costs O(r d n + L r n) instead of O(L d n). A factored input and output let a chain of "
+      "low-rank layers pass U and C along without forming L x d matrices.");
 }
 
 absl::Status RunLowRankLinear(const ArgParser& p, const Io& io) {
   std::ostream& out = io.out;
   absl::StatusOr<std::string> layer_path = p.GetRequired("layer");
   if (!layer_path.ok()) return layer_path.status();
-  absl::StatusOr<std::string> input_path = p.GetRequired("input");
-  if (!input_path.ok()) return input_path.status();
-  absl::StatusOr<std::string> output_path = p.GetRequired("output");
-  if (!output_path.ok()) return output_path.status();
+  const std::optional<std::string> input_path = p.Get("input");
+  const std::optional<std::string> u_path = p.Get("input-u");
+  const std::optional<std::string> c_path = p.Get("input-c");
+  const bool factored_input = u_path.has_value() || c_path.has_value();
+  if (factored_input && input_path.has_value()) {
+    return p.Error("give --input or --input-u with --input-c, not both");
+  }
+  if (factored_input && !(u_path.has_value() && c_path.has_value())) {
+    return p.Error(absl::StrCat("a factored input needs both --input-u and --input-c, got only --",
+                                u_path.has_value() ? "input-u" : "input-c"));
+  }
+  if (!factored_input && !input_path.has_value()) {
+    return p.Error("missing --input (or --input-u with --input-c)");
+  }
+  const std::optional<std::string> output_path = p.Get("output");
+  const std::optional<std::string> prefix = p.Get("output-prefix");
+  if (output_path.has_value() == prefix.has_value()) {
+    return p.Error(output_path.has_value() ? "give --output or --output-prefix, not both"
+                                           : "missing --output (or --output-prefix)");
+  }
   absl::StatusOr<DType> output_dtype = ParseOutputDType(p);
   if (!output_dtype.ok()) return output_dtype.status();
   if (auto s = ParseRankOptions(p, RankPolicy()).status(); !s.ok()) return s;
@@ -490,20 +520,47 @@ absl::Status RunLowRankLinear(const ArgParser& p, const Io& io) {
   absl::StatusOr<RankOptions> rank =
       ParseRankOptions(p, attention ? layer->attention.default_rank : layer->linear_default_rank);
   if (!rank.ok()) return rank.status();
-  absl::StatusOr<Tensor> x =
-      LoadSequence(*input_path, in_features,
-                   absl::StrCat("in_features of ", names->weight, " in ", *layer_path));
-  if (!x.ok()) return x.status();
-  ProgressLine progress(io, absl::StrCat("lowrank-linear of ", kernels::ShapeString(x->shape())));
+  const std::string width_source =
+      absl::StrCat("in_features of ", names->weight, " in ", *layer_path);
+  Tensor x, u, c;
+  if (factored_input) {
+    absl::StatusOr<Tensor> loaded_u = LoadSequence(*u_path, 0, "");
+    if (!loaded_u.ok()) return loaded_u.status();
+    u = *std::move(loaded_u);
+    absl::StatusOr<Tensor> loaded_c = LoadSequence(*c_path, in_features, width_source);
+    if (!loaded_c.ok()) return loaded_c.status();
+    c = *std::move(loaded_c);
+    if (c.dim(0) != u.dim(1)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          *c_path, " has shape ", kernels::ShapeString(c.shape()), ", want [", u.dim(1), ",",
+          in_features, "] (the columns of ", *u_path, " ", kernels::ShapeString(u.shape()), ")"));
+    }
+  } else {
+    absl::StatusOr<Tensor> loaded = LoadSequence(*input_path, in_features, width_source);
+    if (!loaded.ok()) return loaded.status();
+    x = *std::move(loaded);
+  }
+  ProgressLine progress(
+      io, absl::StrCat("lowrank-linear of ",
+                       factored_input ? absl::StrCat(kernels::ShapeString(u.shape()), " x ",
+                                                     kernels::ShapeString(c.shape()))
+                                      : kernels::ShapeString(x.shape())));
   exec_options->on_step = progress.Callback();
   absl::StatusOr<std::unique_ptr<Executor>> executor = CreateExecutor(*exec_options);
   if (!executor.ok()) return executor.status();
 
   kernels::LowRankLinearArgs args;
   args.weight = weight;
-  args.x = x->view();
+  args.factored_input = factored_input;
+  if (factored_input) {
+    args.u = u.view();
+    args.c = c.view();
+  } else {
+    args.x = x.view();
+  }
   args.rank = rank->policy;
   if (rank->seed.has_value()) args.seed = *rank->seed;
+  args.factored_output = prefix.has_value();
   args.output_dtype = *output_dtype;
   const auto start = std::chrono::steady_clock::now();
   absl::StatusOr<kernels::LowRankLinearResult> result =
@@ -511,10 +568,26 @@ absl::Status RunLowRankLinear(const ArgParser& p, const Io& io) {
   const double ms = MillisecondsSince(start);
   progress.Done();
   if (!result.ok()) return result.status();
-  Tensor y = AsDType(std::move(result->y), *output_dtype);
-  if (auto s = WriteNpy(*output_path, y.view()); !s.ok()) return s;
-  out << RankFields(result->rank, result->captured_energy) << TensorFields(y)
-      << " compute_ms=" << Fixed(ms, 3) << " output=" << *output_path << "\n";
+  // A factored input carries its own rank and no energy figure.
+  const std::string rank_fields = factored_input
+                                      ? absl::StrCat("rank=", result->rank, " ")
+                                      : RankFields(result->rank, result->captured_energy);
+  if (!result->factored) {
+    Tensor y = AsDType(std::move(result->y), *output_dtype);
+    if (auto s = WriteNpy(*output_path, y.view()); !s.ok()) return s;
+    out << rank_fields << TensorFields(y) << " compute_ms=" << Fixed(ms, 3)
+        << " output=" << *output_path << "\n";
+    return absl::OkStatus();
+  }
+  Tensor yu = AsDType(std::move(result->u), *output_dtype);
+  Tensor yc = AsDType(std::move(result->c), *output_dtype);
+  const std::string yu_path = absl::StrCat(*prefix, ".u.npy");
+  const std::string yc_path = absl::StrCat(*prefix, ".c.npy");
+  if (auto s = WriteNpy(yu_path, yu.view()); !s.ok()) return s;
+  if (auto s = WriteNpy(yc_path, yc.view()); !s.ok()) return s;
+  out << rank_fields << "u=" << kernels::ShapeString(yu.shape())
+      << " c=" << kernels::ShapeString(yc.shape()) << " dtype=" << kernels::DTypeName(yu.dtype())
+      << " compute_ms=" << Fixed(ms, 3) << " output=" << yu_path << "," << yc_path << "\n";
   return absl::OkStatus();
 }
 
