@@ -178,8 +178,8 @@ TEST_F(CudaDeviceTest, ResidentEigensolverMatchesTheOracle) {
   std::normal_distribution<double> normal;
   struct Case {
     int64_t n;
-    int zero_columns;  // B's first columns zeroed: that many zero eigenvalues
-    int equal_columns;  // then B's next columns made orthogonal copies: equal eigenvalues
+    int zero_columns;   // B's first columns zeroed: that many zero eigenvalues
+    int equal_columns;  // B's first columns scaled unit vectors: that many equal eigenvalues
     bool expect_fallback;
   };
   const Case cases[] = {{1, 0, 0, false},  {2, 0, 0, false},    {3, 0, 0, false},
@@ -194,9 +194,8 @@ TEST_F(CudaDeviceTest, ResidentEigensolverMatchesTheOracle) {
       for (int z = 0; z < c.zero_columns; ++z) b(i, z) = 0.0;
     }
     if (c.equal_columns > 0) {
-      // Columns 0..q-1 replaced by a scaled orthonormal set orthogonal to the others' span is
-      // hard to build; instead make them e_0..e_{q-1} scaled (rows >= n), and zero those rows
-      // elsewhere: BᵀB then holds a q-fold eigenvalue 9 on a block of its own.
+      // Columns 0..q-1 become 3·√rows·e_0..e_{q-1} and rows 0..q-1 are zero elsewhere: BᵀB / rows
+      // then holds a q-fold eigenvalue 9 on a diagonal block of its own.
       for (int64_t i = 0; i < rows; ++i) {
         for (int q = 0; q < c.equal_columns; ++q) b(i, q) = i == q ? 3.0 * std::sqrt(rows) : 0.0;
         if (i < c.equal_columns) {
