@@ -42,7 +42,11 @@ absl::Status AttentionCore(const AttentionConfig& config, const Core& core, int6
   const int64_t kv_dim = config.kv_heads() * dh;
   const float scale = config.resolved_scale();
   const int64_t blocks = (core.length + block - 1) / block;
-  const int workers = std::max(1, env.threads);
+  // Below about 2^22 multiply-adds a thread costs more than it saves (as for the GEMMs): small
+  // calls stay on the calling thread.
+  constexpr int64_t kMinParallelWork = int64_t{1} << 22;
+  const int64_t work = 2 * heads * core.length * core.keys * dh;
+  const int workers = work < kMinParallelWork ? 1 : std::max(1, env.threads);
   std::vector<std::vector<float>> scores(static_cast<size_t>(workers));
   // Enough heads per group to keep every thread busy, few enough to check the context often.
   const int64_t heads_per_group = std::min<int64_t>(heads, workers);
