@@ -162,32 +162,19 @@ Timing Case(const char* name, const std::vector<double>& a, int n, int first, bo
     t.syevd = med(run_syevd);
     // per stage
     const int blocks = ClusterBlocks(n);
-    double* w = ws;
-    double* d = w;
-    double* e = d + n;
-    double* tau = e + n;
-    double* scalars = tau + n;
-    double* hh = scalars + 4;
-    double* zt = hh + (size_t)n * n;
+    const Workspace w = Carve(ws, n);  // the solver's own layout of its workspace
+    double* d = w.d;
+    double* e = w.e;
+    double* tau = w.tau;
+    double* scalars = w.scalars;
+    double* hh = w.hh;
+    double* zt = w.zt;
     cudaEvent_t ev[5];
     for (auto& x : ev) CK(cudaEventCreate(&x));
     std::vector<std::vector<float>> stage(4);
     for (int it = 0; it < 25; ++it) {
       CK(cudaEventRecord(ev[0], st));
-      TridiagParams tp{da, n, d, e, tau, hh, zt};
-      cudaLaunchConfig_t cfg = {};
-      cfg.gridDim = dim3(blocks);
-      cfg.blockDim = dim3(kTridThreads);
-      cfg.dynamicSmemBytes = TridiagSmemBytes(n, blocks);
-      cfg.stream = st;
-      cudaLaunchAttribute attr[1];
-      attr[0].id = cudaLaunchAttributeClusterDimension;
-      attr[0].val.clusterDim.x = blocks;
-      attr[0].val.clusterDim.y = 1;
-      attr[0].val.clusterDim.z = 1;
-      cfg.attrs = attr;
-      cfg.numAttrs = 1;
-      CK(cudaLaunchKernelEx(&cfg, TridiagonalizeKernel, tp));
+      CK(LaunchSmallEigenReduce(da, n, ws, st));
       CK(cudaEventRecord(ev[1], st));
       EigenvaluesKernel<<<(n + kBisectWarps - 1) / kBisectWarps, kBisectWarps * 32,
                           2 * n * sizeof(double), st>>>(d, e, n, dl, scalars);
