@@ -90,8 +90,7 @@ void Section(const char* name, const std::function<void()>& body) {
     std::fprintf(stderr, "atp_cuda_bench: %s: %s\n", name, e.message.c_str());
     std::string msg = e.message;
     std::replace(msg.begin(), msg.end(), '"', '\'');
-    Emit(absl::StrCat("{\"kind\":\"error\",\"section\":\"", name, "\",\"message\":\"", msg,
-                      "\"}"));
+    Emit(absl::StrCat("{\"kind\":\"error\",\"section\":\"", name, "\",\"message\":\"", msg, "\"}"));
   }
 }
 void CheckCuda(cudaError_t e, const char* what) { Check(CudaStatus(e, what), what); }
@@ -214,11 +213,10 @@ DeviceLayer MakeLayer(DeviceContext& ctx, const Flags& f) {
   layer.attention.num_kv_heads = f.heads;
   layer.attention.head_dim = f.head_dim;
   const int64_t hd = f.heads * f.head_dim;
-  const std::pair<const char*, std::pair<int64_t, int64_t>> maps[] = {
-      {"q_proj", {hd, f.d_model}},
-      {"k_proj", {hd, f.d_model}},
-      {"v_proj", {hd, f.d_model}},
-      {"o_proj", {f.d_model, hd}}};
+  const std::pair<const char*, std::pair<int64_t, int64_t>> maps[] = {{"q_proj", {hd, f.d_model}},
+                                                                      {"k_proj", {hd, f.d_model}},
+                                                                      {"v_proj", {hd, f.d_model}},
+                                                                      {"o_proj", {f.d_model, hd}}};
   uint64_t seed = 1000;
   for (auto& [name, shape] : maps) {
     DeviceLinear lin;
@@ -246,16 +244,19 @@ void Peak(DeviceContext& ctx, const Flags& f) {
   DeviceBuffer a = Gaussian(ctx, DevType::kBF16, n * n, 1, 1.0);
   DeviceBuffer b = Gaussian(ctx, DevType::kBF16, n * n, 2, 1.0);
   DeviceBuffer c = Alloc(ctx, DevType::kBF16, n * n);
-  auto t = Measure(ctx, f, [&](const StageMark& mark) {
-    ATP_RETURN_IF_ERROR(Gemm(ctx, false, false, n, n, n, 1.0, ConstMat{DevType::kBF16, a.get(), n},
-                             ConstMat{DevType::kBF16, b.get(), n}, 0.0,
-                             Mat{DevType::kBF16, c.get(), n}));
-    mark("gemm");
-    return absl::OkStatus();
-  }, 10);
+  auto t = Measure(
+      ctx, f,
+      [&](const StageMark& mark) {
+        ATP_RETURN_IF_ERROR(
+            Gemm(ctx, false, false, n, n, n, 1.0, ConstMat{DevType::kBF16, a.get(), n},
+                 ConstMat{DevType::kBF16, b.get(), n}, 0.0, Mat{DevType::kBF16, c.get(), n}));
+        mark("gemm");
+        return absl::OkStatus();
+      },
+      10);
   const double tflops = 2.0 * n * n * n / (t["gemm"] * 1e-3) / 1e12;
-  Emit(absl::StrCat("{\"kind\":\"peak\",\"what\":\"cublas_bf16_gemm_8192\",\"ms\":",
-                    Num(t["gemm"]), ",\"tflops\":", Num(tflops), "}"));
+  Emit(absl::StrCat("{\"kind\":\"peak\",\"what\":\"cublas_bf16_gemm_8192\",\"ms\":", Num(t["gemm"]),
+                    ",\"tflops\":", Num(tflops), "}"));
   // Device copy bandwidth: 4 GiB read + written.
   const int64_t bytes = int64_t{2} << 30;
   DeviceBuffer src = Alloc(ctx, DevType::kF32, bytes / 4);
@@ -275,40 +276,46 @@ void Layers(DeviceContext& ctx, const Flags& f, const DeviceLayer& layer) {
   const int64_t hd = f.heads * f.head_dim;
   const bool cudnn = ctx.sdpa() != nullptr;
   for (int64_t L : f.lengths) {
-   Section(absl::StrCat("layers L=", L).c_str(), [&] {
-    DeviceBuffer x = Activations(ctx, L, d, 7 + L);
-    DeviceBuffer y = Alloc(ctx, DevType::kBF16, L * d);
-    const ConstMat xm{DevType::kBF16, x.get(), d};
-    const Mat ym{DevType::kBF16, y.get(), d};
-    const int iters = L >= 65536 ? 3 : -1;
-    // Exact layer with the cuDNN core (the own core without cuDNN, only up to L = 16384).
-    if (cudnn || L <= 16384) {
-      auto t = Measure(ctx, f, [&](const StageMark& mark) {
-        return ExactAttentionLayer(ctx, layer, xm, L, false, ym, CoreImpl::kAuto, mark);
-      }, iters);
-      const double core_flops = 4.0 * L * L * hd;
-      Emit(absl::StrCat("{\"kind\":\"exact_layer\",\"L\":", L, ",\"stages\":", StagesJson(t),
-                        ",\"core_tflops\":", Num(core_flops / (t["core"] * 1e-3) / 1e12), "}"));
-    }
-    for (int64_t r : f.ranks) {
-      BasisOptions options;
-      options.policy = RankPolicy::Fixed(r);
-      auto t = Measure(ctx, f, [&](const StageMark& mark) {
-        absl::StatusOr<AtpLayerInfo> info =
-            AtpAttentionLayer(ctx, layer, xm, L, options, ym, CoreImpl::kAuto, mark);
-        return info.status();
-      }, iters);
-      double basis = 0;
-      for (const char* s : {"gram", "subspace_products", "subspace_checks", "subspace_cholqr",
-                            "subspace", "rayleigh_ritz", "eig", "ritz_vectors", "bases"}) {
-        basis += t.count(s) ? t[s] : 0.0;
+    Section(absl::StrCat("layers L=", L).c_str(), [&] {
+      DeviceBuffer x = Activations(ctx, L, d, 7 + L);
+      DeviceBuffer y = Alloc(ctx, DevType::kBF16, L * d);
+      const ConstMat xm{DevType::kBF16, x.get(), d};
+      const Mat ym{DevType::kBF16, y.get(), d};
+      const int iters = L >= 65536 ? 3 : -1;
+      // Exact layer with the cuDNN core (the own core without cuDNN, only up to L = 16384).
+      if (cudnn || L <= 16384) {
+        auto t = Measure(
+            ctx, f,
+            [&](const StageMark& mark) {
+              return ExactAttentionLayer(ctx, layer, xm, L, false, ym, CoreImpl::kAuto, mark);
+            },
+            iters);
+        const double core_flops = 4.0 * L * L * hd;
+        Emit(absl::StrCat("{\"kind\":\"exact_layer\",\"L\":", L, ",\"stages\":", StagesJson(t),
+                          ",\"core_tflops\":", Num(core_flops / (t["core"] * 1e-3) / 1e12), "}"));
       }
-      Emit(absl::StrCat("{\"kind\":\"atp_layer\",\"L\":", L, ",\"r\":", r,
-                        ",\"stages\":", StagesJson(t), ",\"basis\":", Num(basis),
-                        ",\"core_tflops\":",
-                        Num(4.0 * L * r * hd / (t["core"] * 1e-3) / 1e12), "}"));
-    }
-   });
+      for (int64_t r : f.ranks) {
+        BasisOptions options;
+        options.policy = RankPolicy::Fixed(r);
+        auto t = Measure(
+            ctx, f,
+            [&](const StageMark& mark) {
+              absl::StatusOr<AtpLayerInfo> info =
+                  AtpAttentionLayer(ctx, layer, xm, L, options, ym, CoreImpl::kAuto, mark);
+              return info.status();
+            },
+            iters);
+        double basis = 0;
+        for (const char* s : {"gram", "subspace_products", "subspace_checks", "subspace_cholqr",
+                              "subspace", "rayleigh_ritz", "eig", "ritz_vectors", "bases"}) {
+          basis += t.count(s) ? t[s] : 0.0;
+        }
+        Emit(absl::StrCat("{\"kind\":\"atp_layer\",\"L\":", L, ",\"r\":", r,
+                          ",\"stages\":", StagesJson(t), ",\"basis\":", Num(basis),
+                          ",\"core_tflops\":", Num(4.0 * L * r * hd / (t["core"] * 1e-3) / 1e12),
+                          "}"));
+      }
+    });
   }
 }
 
@@ -351,8 +358,8 @@ void Variants(DeviceContext& ctx, const Flags& f) {
             "x64");
   double optimum_sq = ref->total_energy;
   for (double s : ref->sigma) optimum_sq -= s * s;
-  Emit(absl::StrCat("{\"kind\":\"basis_reference\",\"L\":", L, ",\"r\":", r, ",\"ms\":",
-                    Num(exact_ms), ",\"sigma1\":", Num(ref->sigma[0]), ",\"sigma_r\":",
+  Emit(absl::StrCat("{\"kind\":\"basis_reference\",\"L\":", L, ",\"r\":", r,
+                    ",\"ms\":", Num(exact_ms), ",\"sigma1\":", Num(ref->sigma[0]), ",\"sigma_r\":",
                     Num(ref->sigma[r - 1]), ",\"captured\":", Num(ref->captured_energy), "}"));
 
   struct Variant {
@@ -364,19 +371,23 @@ void Variants(DeviceContext& ctx, const Flags& f) {
       {"cusolver_potrf", [](BasisOptions& o) { o.own_cholesky = false; }},
       {"syevd", [](BasisOptions& o) { o.eig = EigSolver::kSyevd; }},
       {"final1", [](BasisOptions& o) { o.cholqr_passes_final = 1; }},
-      {"fixed2", [](BasisOptions& o) {
+      {"fixed2",
+       [](BasisOptions& o) {
          o.power_iterations = 2;
          o.adaptive_tolerance = 0;
        }},
-      {"fixed3", [](BasisOptions& o) {
+      {"fixed3",
+       [](BasisOptions& o) {
          o.power_iterations = 3;
          o.adaptive_tolerance = 0;
        }},
-      {"fixed5", [](BasisOptions& o) {
+      {"fixed5",
+       [](BasisOptions& o) {
          o.power_iterations = 5;
          o.adaptive_tolerance = 0;
        }},
-      {"fixed3_cusolver_potrf", [](BasisOptions& o) {
+      {"fixed3_cusolver_potrf",
+       [](BasisOptions& o) {
          o.power_iterations = 3;
          o.adaptive_tolerance = 0;
          o.own_cholesky = false;
@@ -385,7 +396,8 @@ void Variants(DeviceContext& ctx, const Flags& f) {
       {"iter_split1", [](BasisOptions& o) { o.iteration_split = 1; }},
       {"rr_split2", [](BasisOptions& o) { o.rayleigh_ritz_split = 2; }},
       {"oversample32", [](BasisOptions& o) { o.oversampling = 32; }},
-      {"fast", [](BasisOptions& o) {
+      {"fast",
+       [](BasisOptions& o) {
          o.power_iterations = 2;
          o.adaptive_tolerance = 0;
          o.iteration_split = 1;
@@ -394,29 +406,30 @@ void Variants(DeviceContext& ctx, const Flags& f) {
        }},
   };
   for (const Variant& v : variants) {
-   Section(absl::StrCat("variant ", v.name).c_str(), [&] {
-    BasisOptions o;
-    o.policy = RankPolicy::Fixed(r);
-    o.method = DecomposeMethod::kRandomized;
-    o.need_u = false;
-    v.set(o);
-    DeviceBasis last;
-    auto t = Measure(ctx, f, [&](const StageMark& mark) {
-      o.mark = mark;
-      absl::StatusOr<DeviceBasis> b = ComputePrincipalBases(ctx, xm, L, d, o);
-      if (b.ok()) last = *std::move(b);
-      return b.status();
+    Section(absl::StrCat("variant ", v.name).c_str(), [&] {
+      BasisOptions o;
+      o.policy = RankPolicy::Fixed(r);
+      o.method = DecomposeMethod::kRandomized;
+      o.need_u = false;
+      v.set(o);
+      DeviceBasis last;
+      auto t = Measure(ctx, f, [&](const StageMark& mark) {
+        o.mark = mark;
+        absl::StatusOr<DeviceBasis> b = ComputePrincipalBases(ctx, xm, L, d, o);
+        if (b.ok()) last = *std::move(b);
+        return b.status();
+      });
+      double sigma_err = 0;
+      for (int64_t i = 0; i < r; ++i) {
+        sigma_err = std::max(sigma_err, std::abs(last.sigma[i] / ref->sigma[i] - 1.0));
+      }
+      const double resid = ResidualSq(ctx, x64, L, d, last, ref->total_energy);
+      Emit(absl::StrCat(
+          "{\"kind\":\"basis_variant\",\"name\":\"", v.name, "\",\"L\":", L, ",\"r\":", r,
+          ",\"stages\":", StagesJson(t), ",\"sigma_max_rel_err\":", Num(sigma_err),
+          ",\"reconstruction_vs_optimum\":", Num(std::sqrt(resid / std::max(optimum_sq, 1e-300))),
+          "}"));
     });
-    double sigma_err = 0;
-    for (int64_t i = 0; i < r; ++i) {
-      sigma_err = std::max(sigma_err, std::abs(last.sigma[i] / ref->sigma[i] - 1.0));
-    }
-    const double resid = ResidualSq(ctx, x64, L, d, last, ref->total_energy);
-    Emit(absl::StrCat("{\"kind\":\"basis_variant\",\"name\":\"", v.name, "\",\"L\":", L,
-                      ",\"r\":", r, ",\"stages\":", StagesJson(t), ",\"sigma_max_rel_err\":",
-                      Num(sigma_err), ",\"reconstruction_vs_optimum\":",
-                      Num(std::sqrt(resid / std::max(optimum_sq, 1e-300))), "}"));
-   });
   }
 }
 
@@ -441,27 +454,33 @@ void Micro(DeviceContext& ctx, const Flags& f) {
       };
       const std::vector<Op> ops = {
           {"potrf", [&] { return Potrf(ctx, t, n, a.get(), info.as<int>()); }},
-          {"potrf_own", [&] {
+          {"potrf_own",
+           [&] {
              ATP_CUDA(cudaMemsetAsync(info.get(), 0, sizeof(int), ctx.stream()));
              return Potrf(ctx, t, n, a.get(), info.as<int>(), /*own=*/true);
            }},
-          {"syevd", [&] {
+          {"syevd",
+           [&] {
              return SymmetricEigen(ctx, EigSolver::kSyevd, t, n, a.get(), w.get(), info.as<int>());
            }},
-          {"resident", [&] {
+          {"resident",
+           [&] {
              return SymmetricEigen(ctx, EigSolver::kResident, t, n, a.get(), w.get(),
                                    info.as<int>());
            }},
-          {"syrk_4096", [&] {
+          {"syrk_4096",
+           [&] {
              // The Gram step of a CholeskyQR pass on a 4096 x n block (d = 4096).
              return GramUpper(ctx, t, n, 4096, /*columns=*/true, y.get(), a.get());
            }},
-          {"trsm_4096", [&] {
+          {"trsm_4096",
+           [&] {
              // Its solve, y ← y·R⁻¹, with R = the Cholesky factor of a0 (the input a0 is SPD,
              // not triangular, but the solve's cost does not depend on the values).
              return SolveCholeskyFactor(ctx, t, n, a.get(), /*columns=*/true, 4096, y.get());
            }},
-          {"syevd_values", [&] {
+          {"syevd_values",
+           [&] {
              return SymmetricEigen(ctx, EigSolver::kSyevd, t, n, a.get(), w.get(), info.as<int>(),
                                    false);
            }},
@@ -481,8 +500,8 @@ void Micro(DeviceContext& ctx, const Flags& f) {
         });
       }
     }
-    Emit(absl::StrCat("{\"kind\":\"small_factorisation\",\"n\":", n, ",\"ms\":",
-                      StagesJson(row), "}"));
+    Emit(absl::StrCat("{\"kind\":\"small_factorisation\",\"n\":", n, ",\"ms\":", StagesJson(row),
+                      "}"));
   }
 }
 
@@ -500,13 +519,20 @@ int Main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto value = [&]() -> std::string { return i + 1 < argc ? argv[++i] : ""; };
-    if (a == "--lengths") f.lengths = ParseList(value());
-    else if (a == "--ranks") f.ranks = ParseList(value());
-    else if (a == "--iters") f.iters = std::atoi(value().c_str());
-    else if (a == "--warmup") f.warmup = std::atoi(value().c_str());
-    else if (a == "--variant-length") f.variant_length = std::atoll(value().c_str());
-    else if (a == "--variant-rank") f.variant_rank = std::atoll(value().c_str());
-    else if (a == "--json") f.json = value();
+    if (a == "--lengths")
+      f.lengths = ParseList(value());
+    else if (a == "--ranks")
+      f.ranks = ParseList(value());
+    else if (a == "--iters")
+      f.iters = std::atoi(value().c_str());
+    else if (a == "--warmup")
+      f.warmup = std::atoi(value().c_str());
+    else if (a == "--variant-length")
+      f.variant_length = std::atoll(value().c_str());
+    else if (a == "--variant-rank")
+      f.variant_rank = std::atoll(value().c_str());
+    else if (a == "--json")
+      f.json = value();
     else if (a == "--only") {
       const std::string what = value();
       f.peak = what.find("peak") != std::string::npos;

@@ -30,8 +30,8 @@ struct SplitMatrix {
   DeviceBuffer parts[3];
 };
 
-absl::StatusOr<SplitMatrix> SplitOf(DeviceContext& ctx, DevType src_t, const void* src,
-                                    int64_t n, DevType half_t, int levels) {
+absl::StatusOr<SplitMatrix> SplitOf(DeviceContext& ctx, DevType src_t, const void* src, int64_t n,
+                                    DevType half_t, int levels) {
   SplitMatrix s;
   s.type = half_t;
   s.levels = levels;
@@ -148,7 +148,7 @@ class BasisRun {
   // tensor-core products, with bf16 splits) for f16/bf16 inputs.
   DevType ct_ = DevType::kF64;
   DevType gt_ = DevType::kF32;
-  ConstMat xg_;                 // X in the precision of the products with X
+  ConstMat xg_;  // X in the precision of the products with X
   DeviceBuffer x64_;
   DeviceBuffer g_;        // Gram [m, m]
   SplitMatrix g_split_;   // f32 path
@@ -156,13 +156,13 @@ class BasisRun {
   DeviceBuffer infos_;
   int info_count_ = 0;
   bool beside_started_ = false;
-  int64_t k_ = 0;          // subspace size (randomized) or m (exact)
+  int64_t k_ = 0;         // subspace size (randomized) or m (exact)
   DeviceBuffer eigvecs_;  // rows: eigenvectors, ascending [n_eig, n_eig]
   DeviceBuffer lambda_;   // [n_eig]
   DeviceBuffer q_;        // randomized: orthonormal basis [m, k]
   int64_t rank_ = 0;
-  DeviceBuffer e_;        // eigen side rows [rank, m]
-  DeviceBuffer z_;        // other side rows [rank, L or d]
+  DeviceBuffer e_;  // eigen side rows [rank, m]
+  DeviceBuffer z_;  // other side rows [rank, L or d]
   std::vector<double> sigma_;
 };
 
@@ -231,24 +231,22 @@ absl::Status BasisRun::ApplyG(const void* q, int split, bool shifted, void* out)
       ATP_ASSIGN_OR_RETURN(DeviceBuffer q32, ctx_.Alloc(DevType::kF32, m_ * k_));
       ATP_RETURN_IF_ERROR(Launched(
           LaunchConvert(ct_, q, DevType::kF32, q32.get(), m_ * k_, ctx_.stream()), "q to f32"));
-      ATP_RETURN_IF_ERROR(Gemm(ctx_, false, false, m_, k_, m_, 1.0,
-                               ConstMat{DevType::kF32, g_.get(), m_},
-                               ConstMat{DevType::kF32, q32.get(), k_}, 0.0,
-                               Mat{DevType::kF32, product.get(), k_}));
+      ATP_RETURN_IF_ERROR(
+          Gemm(ctx_, false, false, m_, k_, m_, 1.0, ConstMat{DevType::kF32, g_.get(), m_},
+               ConstMat{DevType::kF32, q32.get(), k_}, 0.0, Mat{DevType::kF32, product.get(), k_}));
     } else {
       ATP_ASSIGN_OR_RETURN(SplitMatrix qs, SplitOf(ctx_, ct_, q, m_ * k_, kSplitType, split));
       ATP_RETURN_IF_ERROR(SplitGemm(ctx_, false, false, m_, k_, m_, g_split_, m_, qs, k_, split,
                                     product.get(), k_, 0.0));
     }
-    ATP_RETURN_IF_ERROR(Launched(
-        LaunchConvert(DevType::kF32, product.get(), ct_, out, m_ * k_, ctx_.stream()),
-        "product to f64"));
+    ATP_RETURN_IF_ERROR(
+        Launched(LaunchConvert(DevType::kF32, product.get(), ct_, out, m_ * k_, ctx_.stream()),
+                 "product to f64"));
   }
   if (shifted) {
-    ATP_RETURN_IF_ERROR(Launched(LaunchAxpyDeviceScalar(ct_, out, q, m_ * k_,
-                                                        scalars_.as<double>() + 1, 1.0,
-                                                        ctx_.stream()),
-                                 "shift product"));
+    ATP_RETURN_IF_ERROR(Launched(
+        LaunchAxpyDeviceScalar(ct_, out, q, m_ * k_, scalars_.as<double>() + 1, 1.0, ctx_.stream()),
+        "shift product"));
   }
   return absl::OkStatus();
 }
@@ -261,14 +259,13 @@ absl::Status BasisRun::Randomized() {
   // the iteration has to separate.
   {
     ATP_ASSIGN_OR_RETURN(DeviceBuffer row_sq, ctx_.Alloc(DevType::kF64, m_));
-    ATP_RETURN_IF_ERROR(Launched(LaunchRowReduce(gt_, g_.get(), m_, m_, m_, nullptr,
-                                                 RowReduce::kSumSquares, row_sq.as<double>(),
-                                                 ctx_.stream()),
-                                 "gram norm"));
-    ATP_RETURN_IF_ERROR(Launched(
-        LaunchScaledRootOfSum(row_sq.as<double>(), m_, f64 ? 1e-7 : 1e-6,
-                              scalars_.as<double>() + 1, ctx_.stream()),
-        "gram shift"));
+    ATP_RETURN_IF_ERROR(
+        Launched(LaunchRowReduce(gt_, g_.get(), m_, m_, m_, nullptr, RowReduce::kSumSquares,
+                                 row_sq.as<double>(), ctx_.stream()),
+                 "gram norm"));
+    ATP_RETURN_IF_ERROR(Launched(LaunchScaledRootOfSum(row_sq.as<double>(), m_, f64 ? 1e-7 : 1e-6,
+                                                       scalars_.as<double>() + 1, ctx_.stream()),
+                                 "gram shift"));
   }
   if (!f64) {
     const int levels = std::max(opt_.iteration_split, opt_.rayleigh_ritz_split);
@@ -299,10 +296,10 @@ absl::Status BasisRun::Randomized() {
     if (it > 0 && opt_.adaptive_tolerance > 0) {
       // `from` is orthonormal: trace(fromᵀ G from) = sum(from ∘ (G + cI)from) - c·k is the energy
       // its span captures, and the residual is what is left of ||X||_F^2.
-      ATP_RETURN_IF_ERROR(Launched(
-          LaunchDotPartials(static_cast<const double*>(from), y_next.as<double>(), m_ * k_,
-                            partial.as<double>(), ctx_.stream()),
-          "captured energy"));
+      ATP_RETURN_IF_ERROR(
+          Launched(LaunchDotPartials(static_cast<const double*>(from), y_next.as<double>(), m_ * k_,
+                                     partial.as<double>(), ctx_.stream()),
+                   "captured energy"));
       std::vector<double> host(kDotBlocks + 2);
       ATP_CUDA(cudaMemcpyAsync(host.data(), partial.get(), kDotBlocks * sizeof(double),
                                cudaMemcpyDeviceToHost, ctx_.stream()));
@@ -319,8 +316,7 @@ absl::Status BasisRun::Randomized() {
       Mark("subspace_checks");
     }
     std::swap(y, y_next);
-    const int passes = std::clamp(
-        last ? opt_.cholqr_passes_final : opt_.cholqr_passes_inner, 1, 4);
+    const int passes = std::clamp(last ? opt_.cholqr_passes_final : opt_.cholqr_passes_inner, 1, 4);
     ATP_RETURN_IF_ERROR(CholeskyQr(ctx_, ct_, k_, m_, /*columns=*/true, y.get(), passes,
                                    first_shift, NextInfos(passes), opt_.own_cholesky));
     Mark("subspace_cholqr");
@@ -367,15 +363,15 @@ absl::Status BasisRun::OtherSide() {
                                ConstMat{x_.type, es.parts[part].get(), m_}, x_,
                                part == 1 ? 0.0 : 1.0, Mat{DevType::kF32, z32.get(), n_other}));
     }
-    ATP_RETURN_IF_ERROR(Launched(
-        LaunchConvert(DevType::kF32, z32.get(), ct_, z_.get(), r * n_other, ctx_.stream()),
-        "other side to f64"));
+    ATP_RETURN_IF_ERROR(
+        Launched(LaunchConvert(DevType::kF32, z32.get(), ct_, z_.get(), r * n_other, ctx_.stream()),
+                 "other side to f64"));
   }
   ATP_ASSIGN_OR_RETURN(DeviceBuffer norms_dev, ctx_.Alloc(DevType::kF64, r));
-  ATP_RETURN_IF_ERROR(Launched(LaunchRowReduce(ct_, z_.get(), n_other, r, n_other, nullptr,
-                                               RowReduce::kSumSquares, norms_dev.as<double>(),
-                                               ctx_.stream()),
-                               "other side norms"));
+  ATP_RETURN_IF_ERROR(
+      Launched(LaunchRowReduce(ct_, z_.get(), n_other, r, n_other, nullptr, RowReduce::kSumSquares,
+                               norms_dev.as<double>(), ctx_.stream()),
+               "other side norms"));
   ATP_ASSIGN_OR_RETURN(std::vector<double> norms_sq,
                        ToHostDoubles(ctx_, DevType::kF64, norms_dev.get(), r));
   double largest = sigma_.empty() ? 0.0 : sigma_[0];
@@ -388,8 +384,8 @@ absl::Status BasisRun::OtherSide() {
   bool degenerate = false;
   for (int64_t i = 0; i < r; ++i) {
     const double norm = std::sqrt(std::max(norms_sq[i], 0.0));
-    const bool sigma_ok = i < static_cast<int64_t>(sigma_.size()) &&
-                          sigma_[i] > tau_sigma * sigma_[0];
+    const bool sigma_ok =
+        i < static_cast<int64_t>(sigma_.size()) && sigma_[i] > tau_sigma * sigma_[0];
     if (sigma_ok && norm > 0.0 && norm > tau * largest) {
       scale[i] = 1.0 / norm;
     } else {
@@ -413,8 +409,8 @@ absl::Status BasisRun::OtherSide() {
   // restores orthonormality (and orthogonalises the completion rows).
   const int passes = degenerate ? 3 : 2;
   ATP_RETURN_IF_ERROR(CholeskyQr(ctx_, ct_, r, n_other, /*columns=*/false, z_.get(), passes,
-                                 degenerate ? 1e-10 : 10.0 * UnitRoundoff(ct_),
-                                 NextInfos(passes), opt_.own_cholesky));
+                                 degenerate ? 1e-10 : 10.0 * UnitRoundoff(ct_), NextInfos(passes),
+                                 opt_.own_cholesky));
   return CheckInfos("orthonormalisation");
 }
 
@@ -485,17 +481,17 @@ absl::StatusOr<DeviceBasis> BasisRun::Run() {
   if (total == 0.0) return ZeroBases(ResolveRank(policy, l_, d_, opt_.backend_max_rank, {}, 0.0));
   std::vector<double> sigma_sq(static_cast<size_t>(n_eig));
   for (int64_t i = 0; i < n_eig; ++i) sigma_sq[i] = std::max(lambda[n_eig - 1 - i], 0.0);
-  rank_ = std::min<int64_t>(
-      n_eig, ResolveRank(policy, l_, d_, opt_.backend_max_rank, sigma_sq, total));
+  rank_ =
+      std::min<int64_t>(n_eig, ResolveRank(policy, l_, d_, opt_.backend_max_rank, sigma_sq, total));
   sigma_.resize(static_cast<size_t>(rank_));
   for (int64_t i = 0; i < rank_; ++i) sigma_[i] = std::sqrt(sigma_sq[i]);
 
   // The eigen side E [r, m]: the top r eigenvectors, descending.
   ATP_ASSIGN_OR_RETURN(e_, ctx_.Alloc(ct_, rank_ * m_));
   if (exact) {
-    ATP_RETURN_IF_ERROR(Launched(LaunchGatherRowsReversed(ct_, eigvecs_.get(), m_, m_, rank_,
-                                                          e_.get(), ctx_.stream()),
-                                 "select eigenvectors"));
+    ATP_RETURN_IF_ERROR(Launched(
+        LaunchGatherRowsReversed(ct_, eigvecs_.get(), m_, m_, rank_, e_.get(), ctx_.stream()),
+        "select eigenvectors"));
   } else {
     ATP_ASSIGN_OR_RETURN(DeviceBuffer w, ctx_.Alloc(ct_, rank_ * k_));
     ATP_RETURN_IF_ERROR(Launched(
@@ -524,8 +520,8 @@ absl::StatusOr<DeviceBasis> BasisRun::Run() {
   ATP_ASSIGN_OR_RETURN(DeviceBuffer t_dev, ctx_.Alloc(DevType::kF64, r));
   auto u_row_sums = [&]() -> absl::Status {
     const void* u = tall_ ? z_.get() : e_.get();
-    return Launched(LaunchRowReduce(ct_, u, l_, r, l_, nullptr, RowReduce::kDot,
-                                    t_dev.as<double>(), ctx_.stream()),
+    return Launched(LaunchRowReduce(ct_, u, l_, r, l_, nullptr, RowReduce::kDot, t_dev.as<double>(),
+                                    ctx_.stream()),
                     "sign rule sums");
   };
   std::vector<double> t;
@@ -536,14 +532,14 @@ absl::StatusOr<DeviceBasis> BasisRun::Run() {
     ATP_ASSIGN_OR_RETURN(DeviceBuffer partial,
                          ctx_.Alloc(DevType::kF64, ColumnSumsChunks(l_) * d_));
     ATP_ASSIGN_OR_RETURN(DeviceBuffer col_sums, ctx_.Alloc(DevType::kF64, d_));
-    ATP_RETURN_IF_ERROR(Launched(LaunchColumnSums(x_.type, x_.data, x_.ld, l_, d_,
-                                                  partial.as<double>(), col_sums.as<double>(),
-                                                  ctx_.stream()),
-                                 "column sums"));
-    ATP_RETURN_IF_ERROR(Launched(LaunchRowReduce(ct_, e_.get(), m_, r, m_,
-                                                 col_sums.as<double>(), RowReduce::kDot,
-                                                 t_dev.as<double>(), ctx_.stream()),
-                                 "sign rule sums"));
+    ATP_RETURN_IF_ERROR(
+        Launched(LaunchColumnSums(x_.type, x_.data, x_.ld, l_, d_, partial.as<double>(),
+                                  col_sums.as<double>(), ctx_.stream()),
+                 "column sums"));
+    ATP_RETURN_IF_ERROR(
+        Launched(LaunchRowReduce(ct_, e_.get(), m_, r, m_, col_sums.as<double>(), RowReduce::kDot,
+                                 t_dev.as<double>(), ctx_.stream()),
+                 "sign rule sums"));
     ATP_ASSIGN_OR_RETURN(t, ToHostDoubles(ctx_, DevType::kF64, t_dev.get(), r));
     for (int64_t i = 0; i < r; ++i) t[i] /= sigma_[i];
   }
@@ -564,8 +560,8 @@ absl::StatusOr<DeviceBasis> BasisRun::Run() {
     if (!(std::abs(t[i]) >= threshold)) {
       ATP_ASSIGN_OR_RETURN(
           std::vector<double> row,
-          ToHostDoubles(ctx_, ct_,
-                        static_cast<const char*>(u_rows) + i * l_ * DevTypeSize(ct_), l_));
+          ToHostDoubles(ctx_, ct_, static_cast<const char*>(u_rows) + i * l_ * DevTypeSize(ct_),
+                        l_));
       size_t best = 0;
       for (size_t j = 1; j < row.size(); ++j) {
         if (std::abs(row[j]) > std::abs(row[best])) best = j;
@@ -577,9 +573,9 @@ absl::StatusOr<DeviceBasis> BasisRun::Run() {
   }
   ATP_ASSIGN_OR_RETURN(DeviceBuffer signs_dev, ctx_.Alloc(DevType::kF64, r));
   ATP_RETURN_IF_ERROR(ctx_.CopyToDevice(signs_dev.get(), signs.data(), r * sizeof(double)));
-  ATP_RETURN_IF_ERROR(Launched(LaunchScaleRows(ct_, e_.get(), m_, r, m_, signs_dev.as<double>(),
-                                               1.0, ctx_.stream()),
-                               "apply signs"));
+  ATP_RETURN_IF_ERROR(Launched(
+      LaunchScaleRows(ct_, e_.get(), m_, r, m_, signs_dev.as<double>(), 1.0, ctx_.stream()),
+      "apply signs"));
   if (have_z) {
     const int64_t n_other = tall_ ? l_ : d_;
     ATP_RETURN_IF_ERROR(Launched(LaunchScaleRows(ct_, z_.get(), n_other, r, n_other,

@@ -96,8 +96,7 @@ absl::Status GramUpper(DeviceContext& ctx, DevType t, int64_t n, int64_t other, 
   if (t == DevType::kF64) {
     const double one = 1.0, zero = 0.0;
     ATP_CUBLAS(cublasDsyrk(ctx.cublas(), CUBLAS_FILL_MODE_UPPER, op, ni, oi, &one,
-                           static_cast<const double*>(y), lda, &zero, static_cast<double*>(w),
-                           ni));
+                           static_cast<const double*>(y), lda, &zero, static_cast<double*>(w), ni));
   } else if (t == DevType::kF32) {
     const float one = 1.0f, zero = 0.0f;
     ATP_CUBLAS(cublasSsyrk(ctx.cublas(), CUBLAS_FILL_MODE_UPPER, op, ni, oi, &one,
@@ -144,14 +143,13 @@ absl::Status SolveCholeskyFactor(DeviceContext& ctx, DevType t, int64_t n, const
   const int nn = columns ? oi : ni;
   if (t == DevType::kF64) {
     const double one = 1.0;
-    ATP_CUBLAS(cublasDtrsm(ctx.cublas(), side, CUBLAS_FILL_MODE_UPPER, op, CUBLAS_DIAG_NON_UNIT,
-                           m, nn, &one, static_cast<const double*>(r), ni,
-                           static_cast<double*>(y), m));
+    ATP_CUBLAS(cublasDtrsm(ctx.cublas(), side, CUBLAS_FILL_MODE_UPPER, op, CUBLAS_DIAG_NON_UNIT, m,
+                           nn, &one, static_cast<const double*>(r), ni, static_cast<double*>(y),
+                           m));
   } else if (t == DevType::kF32) {
     const float one = 1.0f;
-    ATP_CUBLAS(cublasStrsm(ctx.cublas(), side, CUBLAS_FILL_MODE_UPPER, op, CUBLAS_DIAG_NON_UNIT,
-                           m, nn, &one, static_cast<const float*>(r), ni, static_cast<float*>(y),
-                           m));
+    ATP_CUBLAS(cublasStrsm(ctx.cublas(), side, CUBLAS_FILL_MODE_UPPER, op, CUBLAS_DIAG_NON_UNIT, m,
+                           nn, &one, static_cast<const float*>(r), ni, static_cast<float*>(y), m));
   } else {
     return absl::InternalError("SolveCholeskyFactor: want f32/f64");
   }
@@ -195,10 +193,10 @@ absl::Status SymmetricEigen(DeviceContext& ctx, EigSolver solver, DevType t, int
         side_status = DeviceContext::Launched(LaunchSmallEigenFormQ(n, work.get(), ctx.stream()),
                                               "reflectors to Q");
       }
-      const absl::Status main_status = DeviceContext::Launched(
-          LaunchSmallEigenOfT(n, 0, static_cast<double*>(w), fallback.as<int>(), work.get(),
-                              ctx.stream()),
-          "tridiagonal eigenpairs");
+      const absl::Status main_status =
+          DeviceContext::Launched(LaunchSmallEigenOfT(n, 0, static_cast<double*>(w),
+                                                      fallback.as<int>(), work.get(), ctx.stream()),
+                                  "tridiagonal eigenpairs");
       // Joined before any return: the workspace is freed in the main stream's order.
       ATP_RETURN_IF_ERROR(ctx.JoinSide());
       ATP_RETURN_IF_ERROR(side_status);
@@ -228,10 +226,9 @@ absl::Status SymmetricEigen(DeviceContext& ctx, EigSolver solver, DevType t, int
                                              &device_bytes, &host_bytes));
     ATP_ASSIGN_OR_RETURN(DeviceBuffer work, ctx.Alloc(device_bytes));
     std::vector<char> host_work(host_bytes);
-    ATP_CUSOLVER(cusolverDnXsyevd(ctx.cusolver(), ctx.cusolver_params(), mode,
-                                  CUBLAS_FILL_MODE_LOWER, n, ct, a, n, ct, w, ct, work.get(),
-                                  device_bytes, host_bytes ? host_work.data() : nullptr,
-                                  host_bytes, info_dev));
+    ATP_CUSOLVER(cusolverDnXsyevd(
+        ctx.cusolver(), ctx.cusolver_params(), mode, CUBLAS_FILL_MODE_LOWER, n, ct, a, n, ct, w, ct,
+        work.get(), device_bytes, host_bytes ? host_work.data() : nullptr, host_bytes, info_dev));
     return absl::OkStatus();
   }
   if (solver == EigSolver::kSyevBatched) {
@@ -242,10 +239,9 @@ absl::Status SymmetricEigen(DeviceContext& ctx, EigSolver solver, DevType t, int
     ATP_ASSIGN_OR_RETURN(DeviceBuffer work, ctx.Alloc(device_bytes));
     std::vector<char> host_work(host_bytes);
     ATP_CUSOLVER(cusolverDnXsyevBatched(ctx.cusolver(), ctx.cusolver_params(), mode,
-                                        CUBLAS_FILL_MODE_LOWER, n, ct, a, n, ct, w, ct,
-                                        work.get(), device_bytes,
-                                        host_bytes ? host_work.data() : nullptr, host_bytes,
-                                        info_dev, 1));
+                                        CUBLAS_FILL_MODE_LOWER, n, ct, a, n, ct, w, ct, work.get(),
+                                        device_bytes, host_bytes ? host_work.data() : nullptr,
+                                        host_bytes, info_dev, 1));
     if (host_bytes > 0) ATP_RETURN_IF_ERROR(ctx.Synchronize());
     return absl::OkStatus();
   }
@@ -255,17 +251,16 @@ absl::Status SymmetricEigen(DeviceContext& ctx, EigSolver solver, DevType t, int
     ATP_ASSIGN_OR_RETURN(DeviceBuffer v, ctx.Alloc(t, n * n));
     ATP_ASSIGN_OR_RETURN(DeviceBuffer s, ctx.Alloc(t, n));
     size_t device_bytes = 0, host_bytes = 0;
-    ATP_CUSOLVER(cusolverDnXgesvdp_bufferSize(ctx.cusolver(), ctx.cusolver_params(), mode, 0, n,
-                                              n, ct, a, n, ct, s.get(), ct, u.get(), n, ct,
-                                              v.get(), n, ct, &device_bytes, &host_bytes));
+    ATP_CUSOLVER(cusolverDnXgesvdp_bufferSize(ctx.cusolver(), ctx.cusolver_params(), mode, 0, n, n,
+                                              ct, a, n, ct, s.get(), ct, u.get(), n, ct, v.get(), n,
+                                              ct, &device_bytes, &host_bytes));
     ATP_ASSIGN_OR_RETURN(DeviceBuffer work, ctx.Alloc(device_bytes));
     std::vector<char> host_work(host_bytes);
     double err_sigma = 0;
-    ATP_CUSOLVER(cusolverDnXgesvdp(ctx.cusolver(), ctx.cusolver_params(), mode, 0, n, n, ct, a,
-                                   n, ct, s.get(), ct, u.get(), n, ct, v.get(), n, ct,
-                                   work.get(), device_bytes,
-                                   host_bytes ? host_work.data() : nullptr, host_bytes, info_dev,
-                                   &err_sigma));
+    ATP_CUSOLVER(cusolverDnXgesvdp(ctx.cusolver(), ctx.cusolver_params(), mode, 0, n, n, ct, a, n,
+                                   ct, s.get(), ct, u.get(), n, ct, v.get(), n, ct, work.get(),
+                                   device_bytes, host_bytes ? host_work.data() : nullptr,
+                                   host_bytes, info_dev, &err_sigma));
     ATP_RETURN_IF_ERROR(DeviceContext::Launched(
         LaunchGatherRowsReversed(t, s.get(), n, 1, n, w, ctx.stream()), "reverse values"));
     if (vectors) {
@@ -283,22 +278,20 @@ absl::Status SymmetricEigen(DeviceContext& ctx, EigSolver solver, DevType t, int
   int lwork = 0;
   if (t == DevType::kF64) {
     ATP_CUSOLVER(cusolverDnDsyevj_bufferSize(ctx.cusolver(), CUSOLVER_EIG_MODE_VECTOR,
-                                             CUBLAS_FILL_MODE_LOWER, ni,
-                                             static_cast<double*>(a), ni,
-                                             static_cast<double*>(w), &lwork, raw));
+                                             CUBLAS_FILL_MODE_LOWER, ni, static_cast<double*>(a),
+                                             ni, static_cast<double*>(w), &lwork, raw));
     ATP_ASSIGN_OR_RETURN(DeviceBuffer work, ctx.Alloc(DevType::kF64, lwork));
-    ATP_CUSOLVER(cusolverDnDsyevj(ctx.cusolver(), CUSOLVER_EIG_MODE_VECTOR,
-                                  CUBLAS_FILL_MODE_LOWER, ni, static_cast<double*>(a), ni,
-                                  static_cast<double*>(w), work.as<double>(), lwork, info_dev,
-                                  raw));
+    ATP_CUSOLVER(cusolverDnDsyevj(ctx.cusolver(), CUSOLVER_EIG_MODE_VECTOR, CUBLAS_FILL_MODE_LOWER,
+                                  ni, static_cast<double*>(a), ni, static_cast<double*>(w),
+                                  work.as<double>(), lwork, info_dev, raw));
   } else {
     ATP_CUSOLVER(cusolverDnSsyevj_bufferSize(ctx.cusolver(), CUSOLVER_EIG_MODE_VECTOR,
-                                             CUBLAS_FILL_MODE_LOWER, ni, static_cast<float*>(a),
-                                             ni, static_cast<float*>(w), &lwork, raw));
+                                             CUBLAS_FILL_MODE_LOWER, ni, static_cast<float*>(a), ni,
+                                             static_cast<float*>(w), &lwork, raw));
     ATP_ASSIGN_OR_RETURN(DeviceBuffer work, ctx.Alloc(DevType::kF32, lwork));
-    ATP_CUSOLVER(cusolverDnSsyevj(ctx.cusolver(), CUSOLVER_EIG_MODE_VECTOR,
-                                  CUBLAS_FILL_MODE_LOWER, ni, static_cast<float*>(a), ni,
-                                  static_cast<float*>(w), work.as<float>(), lwork, info_dev, raw));
+    ATP_CUSOLVER(cusolverDnSsyevj(ctx.cusolver(), CUSOLVER_EIG_MODE_VECTOR, CUBLAS_FILL_MODE_LOWER,
+                                  ni, static_cast<float*>(a), ni, static_cast<float*>(w),
+                                  work.as<float>(), lwork, info_dev, raw));
   }
   // The Jacobi parameters must outlive the queued solve.
   ATP_RETURN_IF_ERROR(ctx.Synchronize());

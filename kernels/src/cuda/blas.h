@@ -58,12 +58,12 @@ absl::Status SolveCholeskyFactor(DeviceContext& ctx, DevType t, int64_t n, const
                                  bool columns, int64_t other, void* y);
 
 enum class EigSolver {
-  kSyevd,         // cuSOLVER divide and conquer (cusolverDnXsyevd)
-  kSyevj,         // cuSOLVER Jacobi (cusolverDn{S,D}syevj)
-  kSyevBatched,   // cuSOLVER's GPU-only batched solver with a batch of one (cusolverDnXsyevBatched)
-  kGesvdp,        // SVD by polar decomposition (cusolverDnXgesvdp); for positive semidefinite a
-  kResident,      // own GPU-resident solver (small_eigen.h) for f64 and n <= kSmallEigenMaxN,
-                  // syevd where it does not apply or reports a group of close eigenvalues
+  kSyevd,        // cuSOLVER divide and conquer (cusolverDnXsyevd)
+  kSyevj,        // cuSOLVER Jacobi (cusolverDn{S,D}syevj)
+  kSyevBatched,  // cuSOLVER's GPU-only batched solver with a batch of one (cusolverDnXsyevBatched)
+  kGesvdp,       // SVD by polar decomposition (cusolverDnXgesvdp); for positive semidefinite a
+  kResident,     // own GPU-resident solver (small_eigen.h) for f64 and n <= kSmallEigenMaxN,
+                 // syevd where it does not apply or reports a group of close eigenvalues
 };
 const char* EigSolverName(EigSolver solver);
 

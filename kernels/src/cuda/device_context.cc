@@ -58,9 +58,9 @@ absl::StatusOr<std::unique_ptr<DeviceContext>> DeviceContext::Create(int device)
   ATP_CUDA(cudaSetDevice(device));
   ATP_CUDA(cudaGetDeviceProperties(&ctx->props_, device));
   if (ctx->props_.major < 7) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "CUDA device ", device, " (", ctx->props_.name, ") has compute capability ",
-        ctx->props_.major, ".", ctx->props_.minor, ", want >= 7.0"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("CUDA device ", device, " (", ctx->props_.name, ") has compute capability ",
+                     ctx->props_.major, ".", ctx->props_.minor, ", want >= 7.0"));
   }
 
   cudaStream_t stream = nullptr;
@@ -96,8 +96,8 @@ absl::StatusOr<std::unique_ptr<DeviceContext>> DeviceContext::Create(int device)
   ATP_CUBLAS(cublasSetStream(side_cublas, side));
   ATP_CUBLAS(cublasSetMathMode(side_cublas, CUBLAS_DEFAULT_MATH));
   ATP_ASSIGN_OR_RETURN(ctx->side_cublas_workspace_, DeviceBuffer::Malloc(kCublasWorkspaceBytes));
-  ATP_CUBLAS(cublasSetWorkspace(side_cublas, ctx->side_cublas_workspace_.get(),
-                                kCublasWorkspaceBytes));
+  ATP_CUBLAS(
+      cublasSetWorkspace(side_cublas, ctx->side_cublas_workspace_.get(), kCublasWorkspaceBytes));
   for (CudaEvent* e : {&ctx->fork_event_, &ctx->join_event_}) {
     cudaEvent_t raw = nullptr;
     ATP_CUDA(cudaEventCreateWithFlags(&raw, cudaEventDisableTiming));
@@ -149,9 +149,9 @@ absl::StatusOr<DeviceBuffer> DeviceContext::Alloc(size_t bytes) {
   auto buffer = DeviceBuffer::FromPool(rounded, pool_.get(), stream());
   if (!buffer.ok()) {
     if (absl::IsResourceExhausted(buffer.status())) {
-      return absl::ResourceExhaustedError(absl::StrCat(
-          "CUDA device ", device_, " has no room for ", bytes, " bytes of scratch memory (",
-          memory().free_bytes, " bytes free)"));
+      return absl::ResourceExhaustedError(absl::StrCat("CUDA device ", device_, " has no room for ",
+                                                       bytes, " bytes of scratch memory (",
+                                                       memory().free_bytes, " bytes free)"));
     }
     return buffer.status();
   }

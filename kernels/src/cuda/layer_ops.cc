@@ -41,9 +41,8 @@ absl::Status FallbackCore(DeviceContext& ctx, const SdpaArgs& a) {
   const int64_t h = a.heads, hk = a.kv_heads, dh = a.head_dim;
   const int64_t rep = h / hk;
   const int64_t per_query = h * a.lk * static_cast<int64_t>(sizeof(float));
-  const int64_t chunk =
-      std::clamp<int64_t>(static_cast<int64_t>(kScoreBudgetBytes) / std::max<int64_t>(per_query, 1),
-                          1, a.lq);
+  const int64_t chunk = std::clamp<int64_t>(
+      static_cast<int64_t>(kScoreBudgetBytes) / std::max<int64_t>(per_query, 1), 1, a.lq);
   ATP_ASSIGN_OR_RETURN(DeviceBuffer scores, ctx.Alloc(DevType::kF32, h * chunk * a.lk));
   DeviceBuffer probs_half;
   if (io != DevType::kF32) {
@@ -54,12 +53,12 @@ absl::Status FallbackCore(DeviceContext& ctx, const SdpaArgs& a) {
     const int64_t lc = std::min(chunk, a.lq - q0);
     for (int64_t g = 0; g < hk; ++g) {
       // S_h = Q_h Kᵀ_g for the rep heads of group g (K shared: stride 0).
-      ATP_RETURN_IF_ERROR(Gemm(
-          ctx, false, true, lc, a.lk, dh, 1.0,
-          ConstMat{io, Offset(a.q, q0 * a.q_ld + g * rep * dh, io), a.q_ld},
-          ConstMat{io, Offset(a.k, g * dh, io), a.k_ld}, 0.0,
-          Mat{DevType::kF32, Offset(scores.get(), g * rep * lc * a.lk, DevType::kF32), a.lk},
-          rep, dh, 0, lc * a.lk));
+      ATP_RETURN_IF_ERROR(
+          Gemm(ctx, false, true, lc, a.lk, dh, 1.0,
+               ConstMat{io, Offset(a.q, q0 * a.q_ld + g * rep * dh, io), a.q_ld},
+               ConstMat{io, Offset(a.k, g * dh, io), a.k_ld}, 0.0,
+               Mat{DevType::kF32, Offset(scores.get(), g * rep * lc * a.lk, DevType::kF32), a.lk},
+               rep, dh, 0, lc * a.lk));
     }
     ATP_RETURN_IF_ERROR(Launched(LaunchSoftmaxRows(scores.as<float>(), h * lc, a.lk, lc, q0,
                                                    a.scale, a.causal, io, probs, ctx.stream()),
@@ -68,8 +67,8 @@ absl::Status FallbackCore(DeviceContext& ctx, const SdpaArgs& a) {
       ATP_RETURN_IF_ERROR(Gemm(ctx, false, false, lc, dh, a.lk, 1.0,
                                ConstMat{io, Offset(probs, g * rep * lc * a.lk, io), a.lk},
                                ConstMat{io, Offset(a.v, g * dh, io), a.v_ld}, 0.0,
-                               Mat{io, Offset(a.o, q0 * a.o_ld + g * rep * dh, io), a.o_ld},
-                               rep, lc * a.lk, 0, dh));
+                               Mat{io, Offset(a.o, q0 * a.o_ld + g * rep * dh, io), a.o_ld}, rep,
+                               lc * a.lk, 0, dh));
     }
   }
   return absl::OkStatus();
@@ -103,7 +102,8 @@ DevType DevTypeOf(DType dtype) {
 uint64_t LayerDeviceBytes(const LayerSpec& spec) {
   uint64_t bytes = 0;
   for (const auto& [name, t] : spec.weights) {
-    const bool is_bias = name == "bias" || (name.size() > 5 && name.substr(name.size() - 5) == ".bias");
+    const bool is_bias =
+        name == "bias" || (name.size() > 5 && name.substr(name.size() - 5) == ".bias");
     const uint64_t raw = is_bias ? t.num_elements() * sizeof(float) : t.byte_size();
     bytes += (raw + 255) & ~uint64_t{255};
   }
@@ -274,13 +274,13 @@ absl::StatusOr<AtpLayerInfo> AtpAttentionLayer(DeviceContext& ctx, const DeviceL
     ATP_RETURN_IF_ERROR(Launched(LaunchCopy2D(basis.type, basis.vt.get(), d, basis.type,
                                               scaled.get(), d, r, d, 1.0, ctx.stream()),
                                  "copy vt"));
-    ATP_RETURN_IF_ERROR(Launched(LaunchScaleRows(basis.type, scaled.get(), d, r, d,
-                                                 basis.sigma_dev.as<double>(), key_scale,
-                                                 ctx.stream()),
-                                 "scale tokens"));
-    ATP_RETURN_IF_ERROR(Launched(
-        LaunchConvert(basis.type, scaled.get(), io, tokens.get(), r * d, ctx.stream()),
-        "tokens to io"));
+    ATP_RETURN_IF_ERROR(
+        Launched(LaunchScaleRows(basis.type, scaled.get(), d, r, d, basis.sigma_dev.as<double>(),
+                                 key_scale, ctx.stream()),
+                 "scale tokens"));
+    ATP_RETURN_IF_ERROR(
+        Launched(LaunchConvert(basis.type, scaled.get(), io, tokens.get(), r * d, ctx.stream()),
+                 "tokens to io"));
   } else {
     // L < d: X̃ = c·Uᵀ X, with Uᵀ in two parts of the io type for accuracy (or f32 when io is).
     ATP_ASSIGN_OR_RETURN(DeviceBuffer acc, ctx.Alloc(DevType::kF32, r * d));
@@ -305,9 +305,9 @@ absl::StatusOr<AtpLayerInfo> AtpAttentionLayer(DeviceContext& ctx, const DeviceL
                                ConstMat{io, hi.get(), length}, x, 1.0,
                                Mat{DevType::kF32, acc.get(), d}));
     }
-    ATP_RETURN_IF_ERROR(Launched(
-        LaunchConvert(DevType::kF32, acc.get(), io, tokens.get(), r * d, ctx.stream()),
-        "tokens to io"));
+    ATP_RETURN_IF_ERROR(
+        Launched(LaunchConvert(DevType::kF32, acc.get(), io, tokens.get(), r * d, ctx.stream()),
+                 "tokens to io"));
   }
   // (A copy from pageable host memory has left the host buffer when cudaMemcpyAsync returns.)
   std::vector<float> coef(static_cast<size_t>(r));

@@ -40,8 +40,7 @@ class CudaDeviceTest : public ::testing::Test {
     EXPECT_TRUE(b.ok()) << b.status();
     EXPECT_EQ(LaunchFillGaussian(t, b->get(), n, seed, 0, ctx_->stream()), cudaSuccess);
     if (scale != 1.0) {
-      EXPECT_EQ(LaunchScaleRows(t, b->get(), n, 1, n, nullptr, scale, ctx_->stream()),
-                cudaSuccess);
+      EXPECT_EQ(LaunchScaleRows(t, b->get(), n, 1, n, nullptr, scale, ctx_->stream()), cudaSuccess);
     }
     return *std::move(b);
   }
@@ -79,13 +78,15 @@ TEST_F(CudaDeviceTest, CudnnAttentionMatchesTheOwnPath) {
     int64_t lq, lk, h, hkv, dh;
     bool causal;
   };
-  const Shape shapes[] = {{1000, 1000, 8, 2, 128, false}, {1000, 1000, 8, 2, 128, true},
-                          {777, 300, 4, 4, 64, false},    {333, 65, 8, 1, 128, false},
+  const Shape shapes[] = {{1000, 1000, 8, 2, 128, false},
+                          {1000, 1000, 8, 2, 128, true},
+                          {777, 300, 4, 4, 64, false},
+                          {333, 65, 8, 1, 128, false},
                           {129, 129, 2, 2, 64, true}};
   for (DevType t : {DevType::kBF16, DevType::kF16}) {
     for (const Shape& s : shapes) {
-      SCOPED_TRACE(absl::StrCat(DevTypeName(t), " Lq=", s.lq, " Lk=", s.lk, " H=", s.h, "/",
-                                s.hkv, " dh=", s.dh, s.causal ? " causal" : ""));
+      SCOPED_TRACE(absl::StrCat(DevTypeName(t), " Lq=", s.lq, " Lk=", s.lk, " H=", s.h, "/", s.hkv,
+                                " dh=", s.dh, s.causal ? " causal" : ""));
       DeviceBuffer q = Gaussian(t, s.lq * s.h * s.dh, seed + 1);
       DeviceBuffer k = Gaussian(t, s.lk * s.hkv * s.dh, seed + 2);
       DeviceBuffer v = Gaussian(t, s.lk * s.hkv * s.dh, seed + 3);
@@ -182,9 +183,14 @@ TEST_F(CudaDeviceTest, ResidentEigensolverMatchesTheOracle) {
     int equal_columns;  // B's first columns scaled unit vectors: that many equal eigenvalues
     bool expect_fallback;
   };
-  const Case cases[] = {{1, 0, 0, false},  {2, 0, 0, false},    {3, 0, 0, false},
-                        {33, 0, 0, false}, {100, 0, 3, false},  {257, 0, 0, false},
-                        {kSmallEigenMaxN, 0, 0, false}, {120, 40, 0, true}};
+  const Case cases[] = {{1, 0, 0, false},
+                        {2, 0, 0, false},
+                        {3, 0, 0, false},
+                        {33, 0, 0, false},
+                        {100, 0, 3, false},
+                        {257, 0, 0, false},
+                        {kSmallEigenMaxN, 0, 0, false},
+                        {120, 40, 0, true}};
   for (const Case& c : cases) {
     const int64_t n = c.n, rows = n + 7;
     SCOPED_TRACE(absl::StrCat("n=", n, " zero=", c.zero_columns, " equal=", c.equal_columns));
@@ -219,8 +225,8 @@ TEST_F(CudaDeviceTest, ResidentEigensolverMatchesTheOracle) {
     ASSERT_TRUE(ctx_->CopyToDevice(dev_a->get(), a.v.data(), n * n * sizeof(double)).ok());
     ASSERT_EQ(cudaMemsetAsync(vecs->get(), 0xff, n * n * sizeof(double), ctx_->stream()),
               cudaSuccess);  // NaN
-    ASSERT_EQ(LaunchSmallEigen(dev_a->as<double>(), n, 0, lambda->as<double>(),
-                               vecs->as<double>(), flag->as<int>(), work->get(), ctx_->stream()),
+    ASSERT_EQ(LaunchSmallEigen(dev_a->as<double>(), n, 0, lambda->as<double>(), vecs->as<double>(),
+                               flag->as<int>(), work->get(), ctx_->stream()),
               cudaSuccess);
     int fell_back = -1;
     ASSERT_TRUE(ctx_->CopyToHost(&fell_back, flag->get(), sizeof(int)).ok());
@@ -297,8 +303,8 @@ TEST_F(CudaDeviceTest, RandomizedBasisAtScaleMatchesTheExactOne) {
     const ConstMat xm{t, x.get(), d};
     absl::StatusOr<DeviceBasis> exact = ComputePrincipalBases(*ctx_, xm, L, d, options);
     ASSERT_TRUE(exact.ok()) << exact.status();
-    for (EigSolver eig : {EigSolver::kResident, EigSolver::kSyevd, EigSolver::kSyevBatched,
-                          EigSolver::kGesvdp}) {
+    for (EigSolver eig :
+         {EigSolver::kResident, EigSolver::kSyevd, EigSolver::kSyevBatched, EigSolver::kGesvdp}) {
       SCOPED_TRACE(EigSolverName(eig));
       options.method = DecomposeMethod::kRandomized;
       options.eig = eig;
