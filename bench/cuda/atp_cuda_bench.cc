@@ -396,13 +396,15 @@ void Variants(DeviceContext& ctx, const Flags& f) {
       {"iter_split1", [](BasisOptions& o) { o.iteration_split = 1; }},
       {"rr_split2", [](BasisOptions& o) { o.rayleigh_ritz_split = 2; }},
       {"oversample32", [](BasisOptions& o) { o.oversampling = 32; }},
+      {"oversample64", [](BasisOptions& o) { o.oversampling = 64; }},
+      {"two_final_passes", [](BasisOptions& o) { o.final_newton_schulz = false; }},
       {"fast",
        [](BasisOptions& o) {
          o.power_iterations = 2;
          o.adaptive_tolerance = 0;
          o.iteration_split = 1;
          o.rayleigh_ritz_split = 2;
-         o.oversampling = 32;
+         o.oversampling = 16;
        }},
   };
   for (const Variant& v : variants) {
@@ -428,7 +430,28 @@ void Variants(DeviceContext& ctx, const Flags& f) {
           "{\"kind\":\"basis_variant\",\"name\":\"", v.name, "\",\"L\":", L, ",\"r\":", r,
           ",\"stages\":", StagesJson(t), ",\"sigma_max_rel_err\":", Num(sigma_err),
           ",\"reconstruction_vs_optimum\":", Num(std::sqrt(resid / std::max(optimum_sq, 1e-300))),
-          "}"));
+          ",\"products\":", last.products, ",\"cholqr_passes\":", last.cholqr_passes,
+          ",\"newton_schulz_steps\":", last.newton_schulz_steps, "}"));
+    });
+  }
+
+  // Where the ATP layer's Q projection overlaps the basis.
+  const DeviceLayer layer = MakeLayer(ctx, f);
+  DeviceBuffer y = Alloc(ctx, DevType::kBF16, L * d);
+  for (auto [name, at] : {std::pair{"beside_eigensolve", BasisOptions::BesideAt::kEigensolve},
+                          std::pair{"beside_first_product", BasisOptions::BesideAt::kFirstProduct},
+                          std::pair{"after_the_basis", BasisOptions::BesideAt::kNever}}) {
+    Section(absl::StrCat("layer variant ", name).c_str(), [&] {
+      BasisOptions o;
+      o.policy = RankPolicy::Fixed(r);
+      o.beside_at = at;
+      auto t = Measure(ctx, f, [&](const StageMark& mark) {
+        return AtpAttentionLayer(ctx, layer, xm, L, o, Mat{DevType::kBF16, y.get(), d},
+                                 CoreImpl::kAuto, mark)
+            .status();
+      });
+      Emit(absl::StrCat("{\"kind\":\"layer_variant\",\"name\":\"", name, "\",\"L\":", L,
+                        ",\"r\":", r, ",\"stages\":", StagesJson(t), "}"));
     });
   }
 }
@@ -447,6 +470,7 @@ void Micro(DeviceContext& ctx, const Flags& f) {
       DeviceBuffer a = Alloc(ctx, t, n * n);
       DeviceBuffer w = Alloc(ctx, t, n);
       DeviceBuffer y = Gaussian(ctx, t, 4096 * n, 6, 1.0);
+      DeviceBuffer y2 = Alloc(ctx, t, 4096 * n);
       DeviceBuffer info = Alloc(ctx, DevType::kF32, 4);
       struct Op {
         std::string name;
@@ -478,6 +502,28 @@ void Micro(DeviceContext& ctx, const Flags& f) {
              // Its solve, y ← y·R⁻¹, with R = the Cholesky factor of a0 (the input a0 is SPD,
              // not triangular, but the solve's cost does not depend on the values).
              return SolveCholeskyFactor(ctx, t, n, a.get(), /*columns=*/true, 4096, y.get());
+           }},
+          {"trtri",
+           [&] {
+             // R⁻¹ in place (cuSOLVER), the other way to apply a Cholesky factor: one GEMM.
+             const cudaDataType_t ct = t == DevType::kF64 ? CUDA_R_64F : CUDA_R_32F;
+             size_t device_bytes = 0, host_bytes = 0;
+             ATP_CUSOLVER(cusolverDnXtrtri_bufferSize(ctx.cusolver(), CUBLAS_FILL_MODE_UPPER,
+                                                      CUBLAS_DIAG_NON_UNIT, n, ct, a.get(), n,
+                                                      &device_bytes, &host_bytes));
+             ATP_ASSIGN_OR_RETURN(DeviceBuffer work, ctx.Alloc(std::max<size_t>(device_bytes, 1)));
+             std::vector<char> host_work(host_bytes);
+             ATP_CUSOLVER(cusolverDnXtrtri(ctx.cusolver(), CUBLAS_FILL_MODE_UPPER,
+                                           CUBLAS_DIAG_NON_UNIT, n, ct, a.get(), n, work.get(),
+                                           device_bytes, host_bytes ? host_work.data() : nullptr,
+                                           host_bytes, info.as<int>()));
+             return absl::OkStatus();
+           }},
+          {"gemm_4096",
+           [&] {
+             // y·R⁻¹ as a GEMM with the explicit inverse (written to y2).
+             return Gemm(ctx, false, false, 4096, n, n, 1.0, ConstMat{t, y.get(), n},
+                         ConstMat{t, a.get(), n}, 0.0, Mat{t, y2.get(), n});
            }},
           {"syevd_values",
            [&] {

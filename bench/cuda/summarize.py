@@ -134,8 +134,8 @@ def main():
           f"reference {fmt(ref[0]['ms'], 0)} ms, captured {fmt(ref[0]['captured'], 4)})")
         p("")
         p("| variant | total | gram | subspace: products | checks | CholeskyQR | rayleigh_ritz | "
-          "eig | ritz+sign | σ max rel err | recon / optimum |")
-        p("|---|---|---|---|---|---|---|---|---|---|---|")
+          "eig | ritz+sign | σ max rel err | recon / optimum | products / passes / NS |")
+        p("|---|---|---|---|---|---|---|---|---|---|---|---|")
         for r in by(ours, "basis_variant"):
             s = r["stages"]
             tail = (s.get("ritz_vectors") or 0) + (s.get("bases") or 0)
@@ -144,7 +144,23 @@ def main():
               f"{fmt(s.get('subspace_products'), 3)} | {fmt(s.get('subspace_checks'), 3)} | "
               f"{fmt(chol, 3)} | {fmt(s.get('rayleigh_ritz'), 3)} | "
               f"{fmt(s.get('eig'), 3)} | {fmt(tail, 3)} | {r.get('sigma_max_rel_err', 0):.2e} | "
-              f"{fmt(r.get('reconstruction_vs_optimum'), 4)} |")
+              f"{fmt(r.get('reconstruction_vs_optimum'), 4)} | "
+              f"{r.get('products', '–')} / {r.get('cholqr_passes', '–')} / "
+              f"{r.get('newton_schulz_steps', '–')} |")
+        p("")
+    lv = by(ours, "layer_variant")
+    if lv:
+        p(f"ATP layer at L = {lv[0]['L']}, r = {lv[0]['r']}: where the Q projection overlaps the "
+          "basis (ms)")
+        p("")
+        p("| placement | basis (to eig) | total |")
+        p("|---|---|---|")
+        for r in lv:
+            s = r["stages"]
+            basis = sum(s.get(k) or 0 for k in ("gram", "subspace_products", "subspace_checks",
+                                                "subspace_cholqr", "subspace", "rayleigh_ritz",
+                                                "eig", "ritz_vectors", "bases"))
+            p(f"| {r['name']} | {fmt(basis, 3)} | {fmt(s.get('total'), 3)} |")
         p("")
     micro = by(ours, "small_factorisation")
     if micro:

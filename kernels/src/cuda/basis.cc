@@ -81,6 +81,16 @@ absl::StatusOr<std::vector<double>> ToHostDoubles(DeviceContext& ctx, DevType t,
   return out;
 }
 
+// The rest of a CholeskyQR pass once w holds the Gram matrix of y (GramUpper): shifts it by
+// shift·trace, factors it (the factor overwrites w) and solves.
+absl::Status CholeskyQrWithGram(DeviceContext& ctx, DevType t, int64_t n, int64_t other,
+                                bool columns, void* y, void* w, double shift, int* info, bool own) {
+  ATP_RETURN_IF_ERROR(
+      Launched(LaunchShiftDiagonalByTrace(t, w, n, n, shift, ctx.stream()), "shift"));
+  ATP_RETURN_IF_ERROR(Potrf(ctx, t, n, w, info, own));
+  return SolveCholeskyFactor(ctx, t, n, w, columns, other, y);
+}
+
 // Orthonormalises in place the columns of y [other, n] (columns = true) or the rows of
 // y [n, other] (columns = false) by `passes` CholeskyQR passes; the first pass shifts the Gram
 // matrix by first_shift·trace so that an ill-conditioned y does not break the Cholesky
@@ -90,11 +100,9 @@ absl::Status CholeskyQr(DeviceContext& ctx, DevType t, int64_t n, int64_t other,
   ATP_ASSIGN_OR_RETURN(DeviceBuffer w, ctx.Alloc(t, n * n));
   for (int pass = 0; pass < passes; ++pass) {
     ATP_RETURN_IF_ERROR(GramUpper(ctx, t, n, other, columns, y, w.get()));
-    const double shift = pass == 0 ? first_shift : 10.0 * UnitRoundoff(t);
-    ATP_RETURN_IF_ERROR(
-        Launched(LaunchShiftDiagonalByTrace(t, w.get(), n, n, shift, ctx.stream()), "shift"));
-    ATP_RETURN_IF_ERROR(Potrf(ctx, t, n, w.get(), infos + pass, own));
-    ATP_RETURN_IF_ERROR(SolveCholeskyFactor(ctx, t, n, w.get(), columns, other, y));
+    ATP_RETURN_IF_ERROR(CholeskyQrWithGram(ctx, t, n, other, columns, y, w.get(),
+                                           pass == 0 ? first_shift : 10.0 * UnitRoundoff(t),
+                                           infos + pass, own));
   }
   return absl::OkStatus();
 }
@@ -128,6 +136,11 @@ class BasisRun {
   absl::Status Gram();
   // Starts options.beside once.
   absl::Status Beside();
+  // Options.beside with the side stream already forked (once, as Beside).
+  absl::Status BesideForked();
+  // The orthonormalisation before Rayleigh–Ritz of y [m, k] (f64) after its first CholeskyQR
+  // pass; spare is a buffer of y's size (the two may be swapped).
+  absl::Status FinalOrthonormalisation(DeviceBuffer& y, DeviceBuffer& spare);
   absl::Status Exact();
   absl::Status Randomized();
   absl::Status ApplyG(const void* q, int split, bool shifted, void* out);
@@ -161,6 +174,9 @@ class BasisRun {
   DeviceBuffer lambda_;   // [n_eig]
   DeviceBuffer q_;        // randomized: orthonormal basis [m, k]
   int64_t rank_ = 0;
+  int products_ = 0;
+  int cholqr_passes_ = 0;
+  int newton_schulz_steps_ = 0;
   DeviceBuffer e_;  // eigen side rows [rank, m]
   DeviceBuffer z_;  // other side rows [rank, L or d]
   std::vector<double> sigma_;
@@ -192,10 +208,28 @@ absl::Status BasisRun::Gram() {
   }
   ATP_ASSIGN_OR_RETURN(g_, ctx_.Alloc(gt_, m_ * m_));
   const Mat g{gt_, g_.get(), m_};
-  if (tall_) {
-    ATP_RETURN_IF_ERROR(Gemm(ctx_, true, false, d_, d_, l_, 1.0, xg_, xg_, 0.0, g));
+  // G = AᵀA with A = X (tall) or Xᵀ (wide). For an even m >= kBlockedGramMin in 2 x 2 blocks
+  // [G11 G12; G12ᵀ G22]: the diagonal blocks in one batched GEMM, G12, and G12ᵀ by a transpose
+  // — three quarters of the flops of the full product.
+  constexpr int64_t kBlockedGramMin = 1024;
+  const int64_t inner = tall_ ? l_ : d_;
+  if (m_ % 2 != 0 || m_ < kBlockedGramMin) {
+    ATP_RETURN_IF_ERROR(Gemm(ctx_, tall_, !tall_, m_, m_, inner, 1.0, xg_, xg_, 0.0, g));
   } else {
-    ATP_RETURN_IF_ERROR(Gemm(ctx_, false, true, l_, l_, d_, 1.0, xg_, xg_, 0.0, g));
+    const int64_t h = m_ / 2;
+    const int64_t second = tall_ ? h : h * d_;  // elements from A's first half to its second
+    const size_t esize = DevTypeSize(gt_);
+    char* g_bytes = static_cast<char*>(g_.get());
+    ATP_RETURN_IF_ERROR(Gemm(ctx_, tall_, !tall_, h, h, inner, 1.0, xg_, xg_, 0.0, g,
+                             /*batch=*/2, second, second, h * m_ + h));
+    const ConstMat a2{xg_.type, static_cast<const char*>(xg_.data) + second * DevTypeSize(xg_.type),
+                      xg_.ld};
+    ATP_RETURN_IF_ERROR(Gemm(ctx_, tall_, !tall_, h, h, inner, 1.0, xg_, a2, 0.0,
+                             Mat{gt_, g_bytes + h * esize, m_}));
+    ATP_RETURN_IF_ERROR(
+        Launched(LaunchTransposeConvert(gt_, g_bytes + h * esize, h, h, gt_,
+                                        g_bytes + h * m_ * esize, ctx_.stream(), m_, m_),
+                 "gram mirror"));
   }
   ATP_RETURN_IF_ERROR(
       Launched(LaunchTrace(gt_, g_.get(), m_, m_, scalars_.as<double>(), ctx_.stream()), "trace"));
@@ -204,9 +238,67 @@ absl::Status BasisRun::Gram() {
 }
 
 absl::Status BasisRun::Beside() {
-  if (beside_started_ || !opt_.beside) return absl::OkStatus();
+  if (beside_started_ || !opt_.beside || opt_.beside_at == BasisOptions::BesideAt::kNever) {
+    return absl::OkStatus();
+  }
+  ATP_RETURN_IF_ERROR(ctx_.ForkSide());
+  return BesideForked();
+}
+
+absl::Status BasisRun::BesideForked() {
+  if (beside_started_ || !opt_.beside || opt_.beside_at == BasisOptions::BesideAt::kNever) {
+    return absl::OkStatus();
+  }
   beside_started_ = true;
   return opt_.beside();
+}
+
+absl::Status BasisRun::FinalOrthonormalisation(DeviceBuffer& y, DeviceBuffer& spare) {
+  const int full = std::clamp(opt_.cholqr_passes_final, 1, 4);
+  if (!opt_.final_newton_schulz) {
+    if (full > 1) {
+      ATP_RETURN_IF_ERROR(CholeskyQr(ctx_, ct_, k_, m_, /*columns=*/true, y.get(), full - 1,
+                                     10.0 * UnitRoundoff(ct_), NextInfos(full - 1),
+                                     opt_.own_cholesky));
+      cholqr_passes_ += full - 1;
+    }
+    return absl::OkStatus();
+  }
+  // Target and the largest error a Newton–Schulz step is trusted with (it maps an error e to
+  // about 0.75·e², plus rounding: the Gram product alone is accurate to ~u·sqrt(m)·k).
+  constexpr double kTarget = 1e-10;
+  constexpr double kStepMax = 0.1;
+  ATP_ASSIGN_OR_RETURN(DeviceBuffer w, ctx_.Alloc(ct_, k_ * k_));
+  ATP_ASSIGN_OR_RETURN(DeviceBuffer factor, ctx_.Alloc(ct_, k_ * k_));
+  ATP_ASSIGN_OR_RETURN(DeviceBuffer partial, ctx_.Alloc(DevType::kF64, kDotBlocks));
+  for (int step = 1; step <= full; ++step) {
+    ATP_RETURN_IF_ERROR(GramUpper(ctx_, ct_, k_, m_, /*columns=*/true, y.get(), w.get()));
+    ATP_RETURN_IF_ERROR(Launched(LaunchNewtonSchulzFactor(w.as<double>(), k_, factor.as<double>(),
+                                                          partial.as<double>(), ctx_.stream()),
+                                 "newton-schulz factor"));
+    ATP_RETURN_IF_ERROR(ctx_.StageToHost(0, partial.get(), kDotBlocks * sizeof(double)));
+    // The Newton–Schulz step goes ahead into `spare` while the host reads the error, and is kept
+    // only if the error allows it.
+    ATP_RETURN_IF_ERROR(Gemm(ctx_, false, false, m_, k_, k_, 1.0, ConstMat{ct_, y.get(), k_},
+                             ConstMat{ct_, factor.get(), k_}, 0.0, Mat{ct_, spare.get(), k_}));
+    ATP_ASSIGN_OR_RETURN(const void* staged, ctx_.WaitStaged());
+    const double* host = static_cast<const double*>(staged);
+    double sum = 0.0;
+    for (int b = 0; b < kDotBlocks; ++b) sum += host[b];
+    const double error = std::sqrt(sum);
+    if (error <= kStepMax) {
+      std::swap(y, spare);
+      ++newton_schulz_steps_;
+      if (error <= kTarget || 0.75 * error * error * (1.0 + error) <= 0.5 * kTarget) break;
+      continue;
+    }
+    // Too far off for a Newton–Schulz step: another CholeskyQR pass.
+    ATP_RETURN_IF_ERROR(CholeskyQrWithGram(ctx_, ct_, k_, m_, /*columns=*/true, y.get(), w.get(),
+                                           10.0 * UnitRoundoff(ct_), NextInfos(1),
+                                           opt_.own_cholesky));
+    ++cholqr_passes_;
+  }
+  return absl::OkStatus();
 }
 
 absl::Status BasisRun::Exact() {
@@ -290,21 +382,34 @@ absl::Status BasisRun::Randomized() {
   for (int it = 0; it < products; ++it) {
     const void* from = it == 0 ? omega.get() : y.get();
     ATP_RETURN_IF_ERROR(ApplyG(from, iteration_split, /*shifted=*/true, y_next.get()));
-    ATP_RETURN_IF_ERROR(Beside());  // after the first product: GEMMs do not share SMs well
+    ++products_;
+    if (opt_.beside_at == BasisOptions::BesideAt::kFirstProduct) {
+      ATP_RETURN_IF_ERROR(Beside());  // after the first product: GEMMs do not share SMs well
+    }
     Mark("subspace_products");
     bool last = it + 1 == products;
-    if (it > 0 && opt_.adaptive_tolerance > 0) {
+    const bool check = !last && it > 0 && opt_.adaptive_tolerance > 0;
+    if (check) {
       // `from` is orthonormal: trace(fromᵀ G from) = sum(from ∘ (G + cI)from) - c·k is the energy
       // its span captures, and the residual is what is left of ||X||_F^2.
       ATP_RETURN_IF_ERROR(
           Launched(LaunchDotPartials(static_cast<const double*>(from), y_next.as<double>(), m_ * k_,
                                      partial.as<double>(), ctx_.stream()),
                    "captured energy"));
-      std::vector<double> host(kDotBlocks + 2);
-      ATP_CUDA(cudaMemcpyAsync(host.data(), partial.get(), kDotBlocks * sizeof(double),
-                               cudaMemcpyDeviceToHost, ctx_.stream()));
+      ATP_RETURN_IF_ERROR(ctx_.StageToHost(0, partial.get(), kDotBlocks * sizeof(double)));
       ATP_RETURN_IF_ERROR(
-          ctx_.CopyToHost(host.data() + kDotBlocks, scalars_.get(), 2 * sizeof(double)));
+          ctx_.StageToHost(kDotBlocks * sizeof(double), scalars_.get(), 2 * sizeof(double)));
+      Mark("subspace_checks");
+    }
+    std::swap(y, y_next);
+    // The first CholeskyQR pass is the same whether this block turns out to be the last one or
+    // not: it runs while the host reads the check.
+    ATP_RETURN_IF_ERROR(CholeskyQr(ctx_, ct_, k_, m_, /*columns=*/true, y.get(), 1, first_shift,
+                                   NextInfos(1), opt_.own_cholesky));
+    ++cholqr_passes_;
+    if (check) {
+      ATP_ASSIGN_OR_RETURN(const void* staged, ctx_.WaitStaged());
+      const double* host = static_cast<const double*>(staged);
       double energy = 0.0;
       for (int b = 0; b < kDotBlocks; ++b) energy += host[b];
       energy -= host[kDotBlocks + 1] * static_cast<double>(k_);
@@ -313,12 +418,18 @@ absl::Status BasisRun::Randomized() {
                              previous_residual - residual <= opt_.adaptive_tolerance * residual;
       previous_residual = residual;
       if (converged && it + 1 >= min_products) last = true;
-      Mark("subspace_checks");
     }
-    std::swap(y, y_next);
-    const int passes = std::clamp(last ? opt_.cholqr_passes_final : opt_.cholqr_passes_inner, 1, 4);
-    ATP_RETURN_IF_ERROR(CholeskyQr(ctx_, ct_, k_, m_, /*columns=*/true, y.get(), passes,
-                                   first_shift, NextInfos(passes), opt_.own_cholesky));
+    if (last) {
+      ATP_RETURN_IF_ERROR(FinalOrthonormalisation(y, y_next));
+    } else {
+      const int more = std::clamp(opt_.cholqr_passes_inner, 1, 4) - 1;
+      if (more > 0) {
+        ATP_RETURN_IF_ERROR(CholeskyQr(ctx_, ct_, k_, m_, /*columns=*/true, y.get(), more,
+                                       10.0 * UnitRoundoff(ct_), NextInfos(more),
+                                       opt_.own_cholesky));
+        cholqr_passes_ += more;
+      }
+    }
     Mark("subspace_cholqr");
     if (last) break;
   }
@@ -330,6 +441,7 @@ absl::Status BasisRun::Randomized() {
   // Rayleigh–Ritz: T = Qᵀ G Q (symmetrised), with the accurate product.
   ATP_ASSIGN_OR_RETURN(DeviceBuffer gq, ctx_.Alloc(ct_, m_ * k_));
   ATP_RETURN_IF_ERROR(ApplyG(q_.get(), rr_split, /*shifted=*/false, gq.get()));
+  ++products_;
   ATP_ASSIGN_OR_RETURN(DeviceBuffer t, ctx_.Alloc(ct_, k_ * k_));
   ATP_RETURN_IF_ERROR(Gemm(ctx_, true, false, k_, k_, m_, 1.0, ConstMat{ct_, q_.get(), k_},
                            ConstMat{ct_, gq.get(), k_}, 0.0, Mat{ct_, t.get(), k_}));
@@ -338,8 +450,12 @@ absl::Status BasisRun::Randomized() {
   g_split_ = SplitMatrix();
   Mark("rayleigh_ritz");
   ATP_ASSIGN_OR_RETURN(lambda_, ctx_.Alloc(ct_, k_));
+  std::function<absl::Status()> beside;
+  if (opt_.beside && !beside_started_ && opt_.beside_at != BasisOptions::BesideAt::kNever) {
+    beside = [this] { return BesideForked(); };
+  }
   ATP_RETURN_IF_ERROR(
-      SymmetricEigen(ctx_, opt_.eig, ct_, k_, t.get(), lambda_.get(), NextInfos(1)));
+      SymmetricEigen(ctx_, opt_.eig, ct_, k_, t.get(), lambda_.get(), NextInfos(1), true, beside));
   eigvecs_ = std::move(t);
   Mark("eig");
   return absl::OkStatus();
@@ -604,6 +720,9 @@ absl::StatusOr<DeviceBasis> BasisRun::Run() {
   ATP_RETURN_IF_ERROR(
       ctx_.CopyToDevice(out.u_sums_dev.get(), out.u_sums.data(), r * sizeof(double)));
   out.total_energy = total;
+  out.products = products_;
+  out.cholqr_passes = cholqr_passes_;
+  out.newton_schulz_steps = newton_schulz_steps_;
   double captured = 0.0;
   for (double s : out.sigma) captured += s * s;
   out.captured_energy = total > 0.0 ? std::clamp(captured / total, 0.0, 1.0) : 1.0;

@@ -37,7 +37,9 @@ struct BasisOptions {
   DecomposeMethod method = DecomposeMethod::kAuto;
   uint64_t seed = 0x9e3779b97f4a7c15ull;
 
-  // Randomized method: products with G before the Rayleigh–Ritz product, extra columns, CholeskyQR
+  // Randomized method: products with G before the Rayleigh–Ritz product, extra columns (16: at
+  // L = 16384, d = 4096, r = 512 the reconstruction is 1.0064x the optimum, 1.0053x with 64, for
+  // a 13% shorter basis — bench/cuda/NOTES.md, v8), CholeskyQR
   // passes between products and before Rayleigh–Ritz, bf16 split depth of the products with G (0:
   // true FP32 GEMM) in the iterations and in the Rayleigh–Ritz product, and the k x k eigensolver.
   // Products with G: at most power_iterations, at least min_power_iterations; in between the
@@ -46,9 +48,14 @@ struct BasisOptions {
   int power_iterations = 5;
   int min_power_iterations = 2;
   double adaptive_tolerance = 2e-3;
-  int oversampling = 64;
+  int oversampling = 16;
   int cholqr_passes_inner = 1;
   int cholqr_passes_final = 2;
+  // The final orthonormalisation: after its first CholeskyQR pass, ‖QᵀQ − I‖_F is measured and
+  // brought below 1e-10 by Newton–Schulz steps Q ← Q·(1.5·I − 0.5·QᵀQ) (one GEMM each, squaring
+  // the error) while it is small, by further CholeskyQR passes while it is not, at most
+  // cholqr_passes_final + 1 steps in all. false: exactly cholqr_passes_final passes.
+  bool final_newton_schulz = true;
   int iteration_split = 2;
   int rayleigh_ritz_split = 3;
   EigSolver eig = EigSolver::kResident;
@@ -65,10 +72,16 @@ struct BasisOptions {
 
   // Benchmarks: called with a stage name at each stage boundary (records an event).
   std::function<void(const char* stage)> mark;
-  // Called once, when the GEMM-bound start of the basis is queued (the Gram product, and for the
-  // randomized method the first product with it) and the latency-bound rest (CholeskyQR,
-  // eigensolves) comes next: work that should overlap that rest goes here, on the side stream.
+  // Called once with the side stream forked from the main stream (work it queues there must
+  // not depend on the basis): at the start of the k x k eigensolve (kEigensolve; with the
+  // resident solver just after its one-cluster tridiagonalisation is queued, so that the cluster
+  // is placed before the side work fills the other SMs), or after the first product with G
+  // (kFirstProduct; then it shares the GPU with the CholeskyQR passes). The exact method calls it
+  // after the Gram product.
   std::function<absl::Status()> beside;
+  // kNever: not called (benchmarks: the caller then does that work after the basis).
+  enum class BesideAt { kEigensolve, kFirstProduct, kNever };
+  BesideAt beside_at = BesideAt::kEigensolve;
 };
 
 struct DeviceBasis {
@@ -85,6 +98,11 @@ struct DeviceBasis {
   DeviceBuffer u_sums_dev;       // f64 [rank]
   double total_energy = 0.0;     // ||X||_F^2
   double captured_energy = 1.0;  // sum sigma^2 / total (1 for X = 0)
+  // Randomized method, for benchmarks and tests: products with G (Rayleigh–Ritz's included),
+  // CholeskyQR passes and Newton–Schulz steps of the eigen side.
+  int products = 0;
+  int cholqr_passes = 0;
+  int newton_schulz_steps = 0;
 };
 
 // x: [length, width] row-major on the device, any DevType but kF64, finite (validated by the

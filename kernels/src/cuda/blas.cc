@@ -173,7 +173,14 @@ const char* EigSolverName(EigSolver solver) {
 }
 
 absl::Status SymmetricEigen(DeviceContext& ctx, EigSolver solver, DevType t, int64_t n, void* a,
-                            void* w, int* info_dev, bool vectors) {
+                            void* w, int* info_dev, bool vectors,
+                            const std::function<absl::Status()>& beside) {
+  bool beside_called = false;
+  auto call_beside = [&]() -> absl::Status {
+    if (!beside || beside_called) return absl::OkStatus();
+    beside_called = true;
+    return beside();
+  };
   if (t != DevType::kF32 && t != DevType::kF64) return absl::InternalError("Eigen: want f32/f64");
   if (!FitsInt(n)) return absl::InvalidArgumentError("eigensolver size out of range");
   if (solver == EigSolver::kResident) {
@@ -184,8 +191,17 @@ absl::Status SymmetricEigen(DeviceContext& ctx, EigSolver solver, DevType t, int
       ATP_ASSIGN_OR_RETURN(DeviceBuffer vecs, ctx.Alloc(DevType::kF64, n * n));
       ATP_ASSIGN_OR_RETURN(DeviceBuffer fallback, ctx.Alloc(sizeof(int)));
       const double* a64 = static_cast<const double*>(a);
-      ATP_RETURN_IF_ERROR(DeviceContext::Launched(
-          LaunchSmallEigenReduce(a64, n, work.get(), ctx.stream()), "tridiagonalisation"));
+      // Side work starts once the tridiagonalisation's cluster runs (placed first, it is not
+      // kept waiting for SMs that a side GEMM holds).
+      if (beside) ATP_RETURN_IF_ERROR(ctx.ArmStartFlag());
+      ATP_RETURN_IF_ERROR(
+          DeviceContext::Launched(LaunchSmallEigenReduce(a64, n, work.get(), ctx.stream(),
+                                                         beside ? ctx.start_flag() : nullptr),
+                                  "tridiagonalisation"));
+      if (beside) {
+        (void)ctx.SideWaitsForStart();
+        ATP_RETURN_IF_ERROR(call_beside());
+      }
       ATP_RETURN_IF_ERROR(ctx.ForkSide());
       absl::Status side_status;
       {
@@ -216,6 +232,10 @@ absl::Status SymmetricEigen(DeviceContext& ctx, EigSolver solver, DevType t, int
       // A group of (nearly) equal eigenvalues: a is untouched, cuSOLVER takes over.
     }
     solver = EigSolver::kSyevd;
+  }
+  if (beside && !beside_called) {
+    ATP_RETURN_IF_ERROR(ctx.ForkSide());
+    ATP_RETURN_IF_ERROR(call_beside());
   }
   const cudaDataType_t ct = CudaType(t);
   const cusolverEigMode_t mode = vectors ? CUSOLVER_EIG_MODE_VECTOR : CUSOLVER_EIG_MODE_NOVECTOR;

@@ -9,6 +9,7 @@
 #define ATP_KERNELS_CUDA_BLAS_H_
 
 #include <cstdint>
+#include <functional>
 
 #include "absl/status/status.h"
 #include "cuda/device_context.h"
@@ -71,8 +72,13 @@ const char* EigSolverName(EigSolver solver);
 // ascending into w (n values of type t), eigenvectors overwrite a as rows (row j of the row-major
 // view is the eigenvector of w[j]); with vectors = false only w (syevd only). info to *info_dev.
 // syevd, syevj, gesvdp and resident synchronise the host internally.
+// beside, when set, is called once with the side stream forked from the main stream at the start
+// of the solve, to queue independent work there (in a SideStreamScope of its own): the resident
+// solver calls it just after its one-cluster tridiagonalisation is queued (the side work then fills
+// the SMs the cluster leaves).
 absl::Status SymmetricEigen(DeviceContext& ctx, EigSolver solver, DevType t, int64_t n, void* a,
-                            void* w, int* info_dev, bool vectors = true);
+                            void* w, int* info_dev, bool vectors = true,
+                            const std::function<absl::Status()>& beside = {});
 
 }  // namespace atp::kernels::cuda
 

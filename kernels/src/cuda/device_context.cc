@@ -1,5 +1,7 @@
 #include "cuda/device_context.h"
 
+#include <cuda.h>
+
 #include <cstdlib>
 #include <cstring>
 #include <limits>
@@ -13,6 +15,23 @@ namespace atp::kernels::cuda {
 namespace {
 
 constexpr size_t kCublasWorkspaceBytes = size_t{64} << 20;
+
+// cuStreamWaitValue32 through the runtime (so that nothing links the driver library), or null.
+using StreamWaitValue32Fn = CUresult (*)(CUstream, CUdeviceptr, cuuint32_t, unsigned int);
+StreamWaitValue32Fn StreamWaitValue32() {
+  static const StreamWaitValue32Fn fn = [] {
+    void* p = nullptr;
+    cudaDriverEntryPointQueryResult found = cudaDriverEntryPointSymbolNotFound;
+    if (cudaGetDriverEntryPointByVersion("cuStreamWaitValue32", &p, 12000, cudaEnableDefault,
+                                         &found) != cudaSuccess ||
+        found != cudaDriverEntryPointSuccess) {
+      (void)cudaGetLastError();
+      return StreamWaitValue32Fn{nullptr};
+    }
+    return reinterpret_cast<StreamWaitValue32Fn>(p);
+  }();
+  return fn;
+}
 
 bool EnvFlag(const char* name) {
   const char* v = std::getenv(name);
@@ -34,6 +53,9 @@ DeviceContext::~DeviceContext() {
   cublas_.Reset();
   cublas_workspace_.Reset();
   pool_.Reset();
+  start_flag_.Reset();
+  staging_.Reset();
+  staged_event_.Reset();
   fork_event_.Reset();
   join_event_.Reset();
   side_stream_.Reset();
@@ -98,11 +120,13 @@ absl::StatusOr<std::unique_ptr<DeviceContext>> DeviceContext::Create(int device)
   ATP_ASSIGN_OR_RETURN(ctx->side_cublas_workspace_, DeviceBuffer::Malloc(kCublasWorkspaceBytes));
   ATP_CUBLAS(
       cublasSetWorkspace(side_cublas, ctx->side_cublas_workspace_.get(), kCublasWorkspaceBytes));
-  for (CudaEvent* e : {&ctx->fork_event_, &ctx->join_event_}) {
+  for (CudaEvent* e : {&ctx->fork_event_, &ctx->join_event_, &ctx->staged_event_}) {
     cudaEvent_t raw = nullptr;
     ATP_CUDA(cudaEventCreateWithFlags(&raw, cudaEventDisableTiming));
     *e = CudaEvent(raw);
   }
+  ATP_ASSIGN_OR_RETURN(ctx->start_flag_, DeviceBuffer::Malloc(sizeof(unsigned)));
+  ATP_ASSIGN_OR_RETURN(ctx->staging_, PinnedBuffer::Allocate(kStagingBytes));
 
   cusolverDnHandle_t cusolver = nullptr;
   ATP_CUSOLVER(cusolverDnCreate(&cusolver));
@@ -182,6 +206,35 @@ absl::Status DeviceContext::ForkSide() {
   ATP_CUDA(cudaEventRecord(fork_event_.get(), stream_.get()));
   ATP_CUDA(cudaStreamWaitEvent(side_stream_.get(), fork_event_.get(), 0));
   return absl::OkStatus();
+}
+
+absl::Status DeviceContext::StageToHost(size_t offset, const void* src, size_t bytes) {
+  if (offset > kStagingBytes || bytes > kStagingBytes - offset) {
+    return absl::InternalError(absl::StrCat("StageToHost: ", bytes, " bytes at offset ", offset,
+                                            " exceed the ", kStagingBytes, "-byte staging area"));
+  }
+  ATP_CUDA(cudaMemcpyAsync(static_cast<char*>(staging_.get()) + offset, src, bytes,
+                           cudaMemcpyDeviceToHost, stream()));
+  ATP_CUDA(cudaEventRecord(staged_event_.get(), stream()));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<const void*> DeviceContext::WaitStaged() {
+  ATP_CUDA(cudaEventSynchronize(staged_event_.get()));
+  return static_cast<const void*>(staging_.get());
+}
+
+absl::Status DeviceContext::ArmStartFlag() {
+  ATP_CUDA(cudaMemsetAsync(start_flag_.get(), 0, sizeof(unsigned), stream_.get()));
+  return ForkSide();
+}
+
+bool DeviceContext::SideWaitsForStart() {
+  // Only a matter of speed: without the wait the side work merely starts earlier.
+  const StreamWaitValue32Fn wait = StreamWaitValue32();
+  return wait != nullptr &&
+         wait(side_stream_.get(), reinterpret_cast<CUdeviceptr>(start_flag_.get()), 1,
+              CU_STREAM_WAIT_VALUE_GEQ) == CUDA_SUCCESS;
 }
 
 absl::Status DeviceContext::JoinSide() {

@@ -66,6 +66,13 @@ class DeviceContext {
 
   absl::Status CopyToDevice(void* dst, const void* src, size_t bytes);
   absl::Status CopyToHost(void* dst, const void* src, size_t bytes);  // waits for the stream
+  // Reading small results without draining the stream: StageToHost queues a copy of `bytes`
+  // into the pinned staging area at `offset` (offset + bytes <= kStagingBytes); WaitStaged waits
+  // until everything staged so far has arrived (not for work queued after it) and returns the
+  // staging area. One reader at a time.
+  static constexpr size_t kStagingBytes = 4096;
+  absl::Status StageToHost(size_t offset, const void* src, size_t bytes);
+  absl::StatusOr<const void*> WaitStaged();
   absl::Status Synchronize();
   // Translates a launcher's result.
   static absl::Status Launched(cudaError_t err, absl::string_view what);
@@ -80,6 +87,15 @@ class DeviceContext {
   absl::Status ForkSide();
   absl::Status JoinSide();
   void set_on_side(bool on) { on_side_ = on; }
+  // Starting side work together with a main-stream kernel: ArmStartFlag zeroes a device word on
+  // the main stream and forks the side stream after it; the kernel, launched next on the main
+  // stream, writes 1 to start_flag() when it runs; SideWaitsForStart makes the side stream wait
+  // for that write (cuStreamWaitValue32, reached through the runtime), so work queued on the side
+  // stream afterwards starts only once the kernel holds its SMs. SideWaitsForStart returns false
+  // (and the side stream does not wait) where the driver offers no such wait.
+  absl::Status ArmStartFlag();
+  unsigned* start_flag() const { return static_cast<unsigned*>(start_flag_.get()); }
+  bool SideWaitsForStart();
 
   bool poison() const { return poison_; }
   void set_poison(bool on) { poison_ = on; }
@@ -96,6 +112,9 @@ class DeviceContext {
   CudaStream side_stream_;
   CudaEvent fork_event_;
   CudaEvent join_event_;
+  DeviceBuffer start_flag_;
+  PinnedBuffer staging_;
+  CudaEvent staged_event_;
   bool on_side_ = false;
   CudaMemPool pool_;
   CublasHandle cublas_;

@@ -285,20 +285,21 @@ __global__ void ScaleRowsKernel(T* x, int64_t ld, int64_t rows, int64_t cols,
 }
 
 template <typename S, typename D>
-__global__ void TransposeKernel(const S* src, int64_t rows, int64_t cols, D* dst) {
+__global__ void TransposeKernel(const S* src, int64_t ld_src, int64_t rows, int64_t cols, D* dst,
+                                int64_t ld_dst) {
   __shared__ double tile[32][33];
   const int64_t col0 = static_cast<int64_t>(blockIdx.x) * 32;
   const int64_t row0 = static_cast<int64_t>(blockIdx.y) * 32;
   for (int k = threadIdx.y; k < 32; k += blockDim.y) {
     const int64_t r = row0 + k;
     const int64_t c = col0 + threadIdx.x;
-    if (r < rows && c < cols) tile[k][threadIdx.x] = ToD(src[r * cols + c]);
+    if (r < rows && c < cols) tile[k][threadIdx.x] = ToD(src[r * ld_src + c]);
   }
   __syncthreads();
   for (int k = threadIdx.y; k < 32; k += blockDim.y) {
     const int64_t c = col0 + k;             // row of dst
     const int64_t r = row0 + threadIdx.x;   // column of dst
-    if (r < rows && c < cols) dst[c * rows + r] = FromD<D>(tile[threadIdx.x][k]);
+    if (r < rows && c < cols) dst[c * ld_dst + r] = FromD<D>(tile[threadIdx.x][k]);
   }
 }
 
@@ -504,6 +505,20 @@ __global__ void DotPartialKernel(const double* a, const double* b, int64_t n, do
   if (threadIdx.x == 0) partial[blockIdx.x] = acc;
 }
 
+__global__ void NewtonSchulzFactorKernel(const double* w, int64_t n, double* m, double* partial) {
+  double acc = 0.0;
+  for (int64_t idx = GlobalIndex(); idx < n * n; idx += GlobalStride()) {
+    const int64_t i = idx / n;
+    const int64_t j = idx - i * n;
+    // Element (min, max) of the upper triangle, column-major.
+    const double e = w[min(i, j) + max(i, j) * n] - (i == j ? 1.0 : 0.0);
+    acc += e * e;
+    m[idx] = (i == j ? 1.0 : 0.0) - 0.5 * e;
+  }
+  acc = BlockSum(acc);
+  if (threadIdx.x == 0) partial[blockIdx.x] = acc;
+}
+
 cudaError_t Launched() { return cudaGetLastError(); }
 
 }  // namespace
@@ -593,14 +608,18 @@ cudaError_t LaunchScaleRows(DevType t, void* x, int64_t ld, int64_t rows, int64_
 }
 
 cudaError_t LaunchTransposeConvert(DevType src_t, const void* src, int64_t rows, int64_t cols,
-                                   DevType dst_t, void* dst, cudaStream_t stream) {
+                                   DevType dst_t, void* dst, cudaStream_t stream, int64_t ld_src,
+                                   int64_t ld_dst) {
   if (rows <= 0 || cols <= 0) return cudaSuccess;
+  if (ld_src == 0) ld_src = cols;
+  if (ld_dst == 0) ld_dst = rows;
+  if (ld_src < cols || ld_dst < rows) return cudaErrorInvalidValue;
   const int64_t gx = (cols + 31) / 32;
   const int64_t gy = (rows + 31) / 32;
   if (gy > 65535) return cudaErrorInvalidValue;
   const dim3 grid(static_cast<unsigned>(gx), static_cast<unsigned>(gy));
   const dim3 block(32, 8);
-  ATP_DISPATCH_TYPE(src_t, S, ATP_DISPATCH_TYPE(dst_t, D, TransposeKernel<S, D><<<grid, block, 0, stream>>>(static_cast<const S*>(src), rows, cols, static_cast<D*>(dst))));
+  ATP_DISPATCH_TYPE(src_t, S, ATP_DISPATCH_TYPE(dst_t, D, TransposeKernel<S, D><<<grid, block, 0, stream>>>(static_cast<const S*>(src), ld_src, rows, cols, static_cast<D*>(dst), ld_dst)));
   return Launched();
 }
 
@@ -680,6 +699,12 @@ cudaError_t LaunchCholesky(DevType t, void* a, int64_t n, int* info, cudaStream_
 cudaError_t LaunchDotPartials(const double* a, const double* b, int64_t n, double* partial,
                               cudaStream_t stream) {
   DotPartialKernel<<<kDotBlocks, kThreads, 0, stream>>>(a, b, n, partial);
+  return Launched();
+}
+
+cudaError_t LaunchNewtonSchulzFactor(const double* w, int64_t n, double* m, double* partial,
+                                     cudaStream_t stream) {
+  NewtonSchulzFactorKernel<<<kDotBlocks, kThreads, 0, stream>>>(w, n, m, partial);
   return Launched();
 }
 

@@ -58,9 +58,11 @@ cudaError_t LaunchRowReduce(DevType t, const void* x, int64_t ld, int64_t rows, 
 cudaError_t LaunchScaleRows(DevType t, void* x, int64_t ld, int64_t rows, int64_t cols,
                             const double* row_scale, double scale, cudaStream_t stream);
 
-// dst [cols, rows] = transpose of src [rows, cols] (both contiguous), converted.
+// dst [cols, rows] = transpose of src [rows, cols], converted; leading dimensions ld_src >= cols
+// and ld_dst >= rows (0: contiguous).
 cudaError_t LaunchTransposeConvert(DevType src_t, const void* src, int64_t rows, int64_t cols,
-                                   DevType dst_t, void* dst, cudaStream_t stream);
+                                   DevType dst_t, void* dst, cudaStream_t stream,
+                                   int64_t ld_src = 0, int64_t ld_dst = 0);
 
 // dst[i, :] = src[src_rows - 1 - i, :] for i < count (both contiguous with `cols` columns).
 cudaError_t LaunchGatherRowsReversed(DevType t, const void* src, int64_t src_rows, int64_t cols,
@@ -105,6 +107,13 @@ cudaError_t LaunchCholesky(DevType t, void* a, int64_t n, int* info, cudaStream_
 constexpr int kDotBlocks = 256;
 cudaError_t LaunchDotPartials(const double* a, const double* b, int64_t n, double* partial,
                               cudaStream_t stream);
+
+// One Newton–Schulz step towards orthonormality for a nearly orthonormal Q (f64): from its Gram
+// matrix W = QᵀQ (n x n, the upper triangle of the column-major view, as GramUpper writes it),
+// m = 1.5·I − 0.5·W as a full n x n matrix (Q·m is orthonormal up to O(‖W − I‖²)), and
+// partial[b], b < kDotBlocks, block sums of the squared entries of W − I (‖W − I‖_F² in total).
+cudaError_t LaunchNewtonSchulzFactor(const double* w, int64_t n, double* m, double* partial,
+                                     cudaStream_t stream);
 
 // *flag is set to 1 if any of the n elements is NaN or infinite (it is never cleared).
 cudaError_t LaunchFlagNonFinite(DevType t, const void* x, int64_t n, int* flag,

@@ -239,8 +239,9 @@ absl::StatusOr<AtpLayerInfo> AtpAttentionLayer(DeviceContext& ctx, const DeviceL
   ATP_ASSIGN_OR_RETURN(const DeviceLinear* wv, Find(layer, "v_proj"));
   ATP_ASSIGN_OR_RETURN(const DeviceLinear* wo, Find(layer, "o_proj"));
 
-  // Q = X·W_Qᵀ runs on the side stream once the Gram product is queued, beside the latency-bound
-  // rest of the basis; the core waits for it. Q is allocated on the main stream, which frees it.
+  // Q = X·W_Qᵀ runs on the side stream beside the latency-bound part of the basis (its k x k
+  // eigensolve, see BasisOptions::beside); the core waits for it. Q is allocated on the main
+  // stream, which frees it.
   ATP_ASSIGN_OR_RETURN(DeviceBuffer q, ctx.Alloc(io, length * hq));
   bool forked = false;
   struct Join {
@@ -257,12 +258,14 @@ absl::StatusOr<AtpLayerInfo> AtpAttentionLayer(DeviceContext& ctx, const DeviceL
   bo.need_v = false;
   if (!bo.mark && mark) bo.mark = mark;
   bo.beside = [&]() -> absl::Status {
-    ATP_RETURN_IF_ERROR(ctx.ForkSide());
     forked = true;
     SideStreamScope side(ctx);
     return ApplyLinear(ctx, *wq, x, length, nullptr, Mat{io, q.get(), hq});
   };
   ATP_ASSIGN_OR_RETURN(DeviceBasis basis, ComputePrincipalBases(ctx, x, length, d, bo));
+  if (!forked) {  // the basis did not call beside (BesideAt::kNever)
+    ATP_RETURN_IF_ERROR(ApplyLinear(ctx, *wq, x, length, nullptr, Mat{io, q.get(), hq}));
+  }
   const int64_t r = basis.rank;
   const double key_scale =
       c.key_scale == KeyScale::kInvSqrtLen ? 1.0 / std::sqrt(static_cast<double>(length)) : 1.0;

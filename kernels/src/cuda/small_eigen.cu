@@ -84,6 +84,7 @@ struct TridiagParams {
   double* tau;        // [n - 1] reflector factors
   double* hh;         // [n, n]: row j holds v_j at columns j+1..n-1 (v_j[j+1] = 1)
   double* rows_seen;  // [n, n] scratch: row j holds row j of the trailing matrix after step j-2
+  unsigned* started;  // if not null: set to 1 when the kernel starts
 };
 
 // The reflector H_j = I − tau·v·vᵀ that maps x[j+1..n-1] onto beta·e_1 (LAPACK's dlarfg), from
@@ -129,6 +130,7 @@ __global__ void __launch_bounds__(kTridThreads) TridiagonalizeKernel(TridiagPara
   const int rank = static_cast<int>(cluster.block_rank());
   const bool leader = rank == 0;
   const int n = p.n;
+  if (p.started != nullptr && leader && threadIdx.x == 0) atomicExch(p.started, 1u);
   const int rows = (n + blocks - 1) / blocks;
   extern __shared__ double smem[];
   double* const a = smem;
@@ -706,14 +708,14 @@ int ClampFirst(int64_t first, int64_t n) {
 }  // namespace
 
 cudaError_t LaunchSmallEigenReduce(const double* a, int64_t n64, void* workspace,
-                                   cudaStream_t stream) {
+                                   cudaStream_t stream, unsigned* started) {
   const int blocks = ClusterBlocks(n64);
   if (blocks == 0) return cudaErrorNotSupported;
   const int n = static_cast<int>(n64);
   const Workspace ws = Carve(workspace, n);
   cudaError_t err = cudaMemsetAsync(ws.tau, 0, sizeof(double) * n, stream);  // tau[n-2..] = 0
   if (err != cudaSuccess) return err;
-  TridiagParams tp{a, n, ws.d, ws.e, ws.tau, ws.hh, ws.zt};  // zt is free until stage 3
+  TridiagParams tp{a, n, ws.d, ws.e, ws.tau, ws.hh, ws.zt, started};  // zt: free until stage 3
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = dim3(blocks);
   cfg.blockDim = dim3(kTridThreads);

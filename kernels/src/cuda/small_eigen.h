@@ -49,8 +49,10 @@ cudaError_t LaunchSmallEigen(const double* a, int64_t n, int64_t first, double* 
 // *fallback and T's eigenvectors, SmallEigenVectorsOfT: element k of the vector of lambda[m] at
 // k·n + m) and FormQ (Qᵀ row-major, SmallEigenQt) in any order or at once; the eigenvectors of
 // a are then rows m of Zᵀ·Qᵀ with Z = SmallEigenVectorsOfT (m >= first).
-cudaError_t LaunchSmallEigenReduce(const double* a, int64_t n, void* workspace,
-                                   cudaStream_t stream);
+// started, if not null: the tridiagonalisation writes 1 there when its cluster starts (see
+// DeviceContext::SideWaitsForStart).
+cudaError_t LaunchSmallEigenReduce(const double* a, int64_t n, void* workspace, cudaStream_t stream,
+                                   unsigned* started = nullptr);
 cudaError_t LaunchSmallEigenOfT(int64_t n, int64_t first, double* lambda, int* fallback,
                                 void* workspace, cudaStream_t stream);
 cudaError_t LaunchSmallEigenFormQ(int64_t n, void* workspace, cudaStream_t stream);

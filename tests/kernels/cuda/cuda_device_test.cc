@@ -262,7 +262,7 @@ TEST_F(CudaDeviceTest, ResidentEigensolverMatchesTheOracle) {
 
 // X = Σ_i s_i g_i h_iᵀ + noise on the device: a clear gap after `rank` components.
 DeviceBuffer LowRankPlusNoise(DeviceContext& ctx, DevType t, int64_t L, int64_t d, int64_t rank,
-                              uint64_t seed) {
+                              uint64_t seed, double noise = 0.01) {
   absl::StatusOr<DeviceBuffer> g = ctx.Alloc(DevType::kF32, L * rank);
   absl::StatusOr<DeviceBuffer> h = ctx.Alloc(DevType::kF32, rank * d);
   absl::StatusOr<DeviceBuffer> x = ctx.Alloc(DevType::kF32, L * d);
@@ -282,7 +282,7 @@ DeviceBuffer LowRankPlusNoise(DeviceContext& ctx, DevType t, int64_t L, int64_t 
   EXPECT_EQ(LaunchFillGaussian(DevType::kF32, x->get(), L * d, seed + 2, 0, ctx.stream()),
             cudaSuccess);
   EXPECT_TRUE(Gemm(ctx, false, false, L, d, rank, 1.0, ConstMat{DevType::kF32, g->get(), rank},
-                   ConstMat{DevType::kF32, h->get(), d}, 0.01, Mat{DevType::kF32, x->get(), d})
+                   ConstMat{DevType::kF32, h->get(), d}, noise, Mat{DevType::kF32, x->get(), d})
                   .ok());
   EXPECT_EQ(LaunchConvert(DevType::kF32, x->get(), t, out->get(), L * d, ctx.stream()),
             cudaSuccess);
@@ -318,6 +318,61 @@ TEST_F(CudaDeviceTest, RandomizedBasisAtScaleMatchesTheExactOne) {
       const std::vector<double> ve = ToHost(exact->type, exact->vt.get(), r * d);
       const std::vector<double> vr = ToHost(rand->type, rand->vt.get(), r * d);
       EXPECT_LE(RelativeError(vr, ve), 1e-2);
+    }
+  }
+}
+
+// ‖V Vᵀ − I‖_max for the rows of a basis side (f64 on the host).
+double RowOrthonormalityError(const std::vector<double>& rows, int64_t r, int64_t n) {
+  double worst = 0;
+  for (int64_t i = 0; i < r; ++i) {
+    for (int64_t j = 0; j <= i; ++j) {
+      double dot = 0;
+      for (int64_t c = 0; c < n; ++c) dot += rows[i * n + c] * rows[j * n + c];
+      worst = std::max(worst, std::abs(dot - (i == j ? 1.0 : 0.0)));
+    }
+  }
+  return worst;
+}
+
+// The two final orthonormalisations of the randomized basis (Newton–Schulz steps after one
+// CholeskyQR pass, or two full passes) give bases orthonormal to 1e-10 and the same singular
+// values (the same span, orthonormalised two ways) on: a steep spectrum with a gap (the first
+// pass leaves a large error: a second full pass), an exactly rank-deficient input (the shifted
+// products keep the block well defined), a flat one (the first pass is already exact), and a
+// moderate one (condition number ~300 within the block: the first pass leaves ~1e-7, which the
+// Newton–Schulz steps must remove — that path is asserted to be taken there).
+TEST_F(CudaDeviceTest, RandomizedBasisOrthonormalisationPathsAgree) {
+  const uint64_t seed = FreshSeed();
+  SCOPED_TRACE(SeedTrace(seed));
+  const int64_t L = 2500, d = 700, r = 40;
+  for (const char* input : {"gapped", "rank-deficient", "flat", "moderate"}) {
+    for (DevType t : {DevType::kF32, DevType::kBF16}) {
+      SCOPED_TRACE(absl::StrCat(DevTypeName(t), " ", input));
+      const std::string kind = input;
+      const double noise = kind == "gapped" ? 0.01 : kind == "moderate" ? 1.0 : 0.0;
+      DeviceBuffer x = kind == "flat" ? Gaussian(t, L * d, seed)
+                                      : LowRankPlusNoise(*ctx_, t, L, d, 24, seed, noise);
+      const ConstMat xm{t, x.get(), d};
+      std::vector<std::vector<double>> sigmas;
+      for (bool newton_schulz : {true, false}) {
+        SCOPED_TRACE(newton_schulz ? "newton-schulz" : "two passes");
+        BasisOptions options;
+        options.policy = RankPolicy::Fixed(r);
+        options.method = DecomposeMethod::kRandomized;
+        options.final_newton_schulz = newton_schulz;
+        absl::StatusOr<DeviceBasis> b = ComputePrincipalBases(*ctx_, xm, L, d, options);
+        ASSERT_TRUE(b.ok()) << b.status();
+        ASSERT_EQ(b->rank, r);
+        EXPECT_LE(RowOrthonormalityError(ToHost(b->type, b->vt.get(), r * d), r, d), 1e-10);
+        EXPECT_LE(RowOrthonormalityError(ToHost(b->type, b->ut.get(), r * L), r, L), 1e-10);
+        if (!newton_schulz) EXPECT_EQ(b->newton_schulz_steps, 0);
+        if (newton_schulz && kind == "moderate") EXPECT_GE(b->newton_schulz_steps, 1);
+        sigmas.push_back(b->sigma);
+      }
+      for (int64_t i = 0; i < r; ++i) {
+        EXPECT_NEAR(sigmas[1][i], sigmas[0][i], 1e-6 * sigmas[0][0]) << i;
+      }
     }
   }
 }
