@@ -26,14 +26,12 @@
 //     __syncthreads that follows the wait for B_p.
 //   - No block reads another block's shared memory, and no block writes into another after the
 //     last barrier, so blocks may exit independently.
-#include "cuda/cluster_cholesky.h"
-
 #include <cuda_runtime.h>
 
 #include <cstdint>
-#include <initializer_list>
-#include <map>
-#include <mutex>
+
+#include "cuda/cluster_cholesky.h"
+#include "cuda/cluster_launch.h"
 
 namespace atp::kernels::cuda {
 namespace {
@@ -671,26 +669,7 @@ void QueryKernel(int max_optin, int* cluster, int* max_dynamic) {
   }
   *max_dynamic = dynamic;
   // The largest block needs a whole SM: a cluster size that fits then fits for every n.
-  for (const int c : {16, 8}) {
-    cudaLaunchConfig_t config = {};
-    config.gridDim = dim3(c);
-    config.blockDim = dim3(kThreads);
-    config.dynamicSmemBytes = dynamic;
-    cudaLaunchAttribute attribute;
-    attribute.id = cudaLaunchAttributeClusterDimension;
-    attribute.val.clusterDim.x = c;
-    attribute.val.clusterDim.y = 1;
-    attribute.val.clusterDim.z = 1;
-    config.attrs = &attribute;
-    config.numAttrs = 1;
-    int clusters = 0;
-    if (cudaOccupancyMaxActiveClusters(&clusters, ClusterCholeskyKernel<T>, &config) ==
-            cudaSuccess &&
-        clusters >= 1) {
-      *cluster = c;
-      return;
-    }
-  }
+  *cluster = LargestResidentCluster(ClusterCholeskyKernel<T>, kThreads, dynamic);
 }
 
 DeviceCaps QueryDevice(int device) {
@@ -709,25 +688,6 @@ DeviceCaps QueryDevice(int device) {
   return caps;
 }
 
-// The capabilities of the current device (queried once per device); false without a device.
-bool CurrentCaps(DeviceCaps* caps) {
-  static std::mutex mu;
-  static std::map<int, DeviceCaps>* cache = new std::map<int, DeviceCaps>();
-  int device = -1;
-  if (cudaGetDevice(&device) != cudaSuccess) {
-    cudaGetLastError();  // do not leave the query's error for the caller's next check
-    return false;
-  }
-  std::lock_guard<std::mutex> lock(mu);
-  auto it = cache->find(device);
-  if (it == cache->end()) {
-    it = cache->emplace(device, QueryDevice(device)).first;
-    cudaGetLastError();  // failed queries only mean "not supported"
-  }
-  *caps = it->second;
-  return true;
-}
-
 // Dynamic shared memory per block for n in a cluster of c blocks, or -1 if n is out of range.
 int64_t SmemBytes(DevType t, int64_t n, int c) {
   if (n < 1 || n > 8192 || c < 1) return -1;
@@ -738,8 +698,7 @@ int64_t SmemBytes(DevType t, int64_t n, int c) {
 // Blocks per cluster and shared memory for (t, n), or false when unsupported.
 bool Plan(DevType t, int64_t n, int* cluster, int64_t* smem) {
   if (t != DevType::kF32 && t != DevType::kF64) return false;
-  DeviceCaps caps;
-  if (!CurrentCaps(&caps)) return false;
+  const DeviceCaps caps = PerDevice<DeviceCaps, QueryDevice>();
   const int k = t == DevType::kF64 ? 1 : 0;
   if (caps.cluster[k] == 0) return false;
   const int64_t bytes = SmemBytes(t, n, caps.cluster[k]);
@@ -752,21 +711,8 @@ bool Plan(DevType t, int64_t n, int* cluster, int64_t* smem) {
 template <typename T>
 cudaError_t Launch(T* a, int n, double shift_factor, int* info, int cluster, int64_t smem,
                    cudaStream_t stream) {
-  cudaLaunchConfig_t config = {};
-  config.gridDim = dim3(cluster);
-  config.blockDim = dim3(kThreads);
-  config.dynamicSmemBytes = static_cast<size_t>(smem);
-  config.stream = stream;
-  cudaLaunchAttribute attribute;
-  attribute.id = cudaLaunchAttributeClusterDimension;
-  attribute.val.clusterDim.x = cluster;
-  attribute.val.clusterDim.y = 1;
-  attribute.val.clusterDim.z = 1;
-  config.attrs = &attribute;
-  config.numAttrs = 1;
-  const cudaError_t e =
-      cudaLaunchKernelEx(&config, ClusterCholeskyKernel<T>, a, n, shift_factor, info);
-  return e != cudaSuccess ? e : cudaGetLastError();
+  return ClusterLaunch(cluster, kThreads, static_cast<size_t>(smem), stream)
+      .Run(ClusterCholeskyKernel<T>, a, n, shift_factor, info);
 }
 
 }  // namespace

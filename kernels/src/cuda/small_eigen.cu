@@ -1,10 +1,9 @@
-#include "cuda/small_eigen.h"
-
 #include <cooperative_groups.h>
 
 #include <cfloat>
-#include <map>
-#include <mutex>
+
+#include "cuda/cluster_launch.h"
+#include "cuda/small_eigen.h"
 
 namespace atp::kernels::cuda {
 namespace {
@@ -607,17 +606,7 @@ struct DeviceSupport {
   size_t max_smem = 0;
 };
 
-DeviceSupport QuerySupport() {
-  static std::mutex mu;
-  static std::map<int, DeviceSupport> cache;
-  int dev = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess) {
-    (void)cudaGetLastError();
-    return {};
-  }
-  std::lock_guard<std::mutex> lock(mu);
-  auto it = cache.find(dev);
-  if (it != cache.end()) return it->second;
+DeviceSupport QuerySupport(int dev) {
   DeviceSupport s;
   int major = 0, optin = 0;
   if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess &&
@@ -630,35 +619,15 @@ DeviceSupport QuerySupport() {
       cudaFuncSetAttribute(InverseIterationKernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                            optin) == cudaSuccess) {
     s.max_smem = static_cast<size_t>(optin);
-    for (int c : {16, 8}) {
-      cudaLaunchConfig_t cfg = {};
-      cfg.gridDim = dim3(c);
-      cfg.blockDim = dim3(kTridThreads);
-      cfg.dynamicSmemBytes = s.max_smem;
-      cudaLaunchAttribute attr[1];
-      attr[0].id = cudaLaunchAttributeClusterDimension;
-      attr[0].val.clusterDim.x = c;
-      attr[0].val.clusterDim.y = 1;
-      attr[0].val.clusterDim.z = 1;
-      cfg.attrs = attr;
-      cfg.numAttrs = 1;
-      int clusters = 0;
-      if (cudaOccupancyMaxActiveClusters(&clusters, TridiagonalizeKernel, &cfg) == cudaSuccess &&
-          clusters > 0) {
-        s.max_cluster = c;
-        break;
-      }
-    }
+    s.max_cluster = LargestResidentCluster(TridiagonalizeKernel, kTridThreads, s.max_smem);
   }
-  (void)cudaGetLastError();
-  cache.emplace(dev, s);
   return s;
 }
 
 // The cluster size for n (0: not supported).
 int ClusterBlocks(int64_t n) {
   if (n < 1 || n > kSmallEigenMaxN) return 0;
-  const DeviceSupport s = QuerySupport();
+  const DeviceSupport s = PerDevice<DeviceSupport, QuerySupport>();
   if (InverseSmemBytes(n) > s.max_smem) return 0;
   for (int c = s.max_cluster; c >= 8; c /= 2) {
     const bool rows_fit = (n + c - 1) / c <= kRowsPerWarp * kTridWarps;
@@ -716,19 +685,8 @@ cudaError_t LaunchSmallEigenReduce(const double* a, int64_t n64, void* workspace
   cudaError_t err = cudaMemsetAsync(ws.tau, 0, sizeof(double) * n, stream);  // tau[n-2..] = 0
   if (err != cudaSuccess) return err;
   TridiagParams tp{a, n, ws.d, ws.e, ws.tau, ws.hh, ws.zt, started};  // zt: free until stage 3
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3(blocks);
-  cfg.blockDim = dim3(kTridThreads);
-  cfg.dynamicSmemBytes = TridiagSmemBytes(n, blocks);
-  cfg.stream = stream;
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeClusterDimension;
-  attr[0].val.clusterDim.x = blocks;
-  attr[0].val.clusterDim.y = 1;
-  attr[0].val.clusterDim.z = 1;
-  cfg.attrs = attr;
-  cfg.numAttrs = 1;
-  return cudaLaunchKernelEx(&cfg, TridiagonalizeKernel, tp);
+  return ClusterLaunch(blocks, kTridThreads, TridiagSmemBytes(n, blocks), stream)
+      .Run(TridiagonalizeKernel, tp);
 }
 
 cudaError_t LaunchSmallEigenOfT(int64_t n64, int64_t first64, double* lambda, int* fallback,
