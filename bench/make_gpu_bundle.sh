@@ -5,7 +5,8 @@
 # layout bench/cuda/run_all.sh expects, so that one archive serves every step:
 #   atp_cuda_test atp_cuda_device_test atp_cuda_bench atp atp-worker   (bench/cuda/make_bundle.sh's)
 #   atp_worker_cuda_test atp_pool_scaling                              (integration, multi-GPU)
-#   small_eigen_probe cholesky_probe                 (the own small factorisations beside cuSOLVER)
+#   small_eigen_probe cholesky_probe cholesky_profile_probe
+#                                      (the own small factorisations beside cuSOLVER, per phase)
 # The archive must stay well under the device tool's 64 MiB carry limit; this script fails above
 # 48 MiB.
 #
@@ -21,12 +22,13 @@ if ! grep -q 'atp: CUDA backend ON' <<<"$cfg"; then
   exit 1
 fi
 targets=(atp_cuda_test atp_cuda_device_test atp_cuda_bench atp atp-worker atp_worker_cuda_test
-         atp_pool_scaling small_eigen_probe cholesky_probe)
+         atp_pool_scaling small_eigen_probe cholesky_probe cholesky_profile_probe)
 cmake --build "$build" --target "${targets[@]}" -j"${ATP_JOBS:-2}"
 bins=("$build/tests/kernels/cuda/atp_cuda_test" "$build/tests/kernels/cuda/atp_cuda_device_test"
       "$build/bench/cuda/atp_cuda_bench" "$build/tools/cli/atp" "$build/service/atp-worker"
       "$build/tests/integration/atp_worker_cuda_test" "$build/bench/multi_gpu/atp_pool_scaling"
-      "$build/bench/cuda/small_eigen_probe" "$build/bench/cuda/cholesky_probe")
+      "$build/bench/cuda/small_eigen_probe" "$build/bench/cuda/cholesky_probe"
+      "$build/bench/cuda/cholesky_profile_probe")
 for b in "${bins[@]}"; do
   [[ -x $b ]] || { echo "make_gpu_bundle: missing $b" >&2; exit 1; }
 done

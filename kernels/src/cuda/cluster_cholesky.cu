@@ -594,6 +594,10 @@ __device__ double WarpTrace(const T* a, int n) {
   return s;
 }
 
+#ifdef ATP_CLUSTER_CHOLESKY_PROFILE
+__device__ long long g_cc_prof[16][6];
+#endif
+
 template <typename T>
 __global__ void __launch_bounds__(kThreads, 1)
     ClusterCholeskyKernel(T* a, int n, double shift_factor, int* info) {
@@ -622,27 +626,56 @@ __global__ void __launch_bounds__(kThreads, 1)
   ClusterWait();
   if (warp != 0) PushFirstPanel<T, DeviceMem>(ctx, tid - 32, kThreads - 32);
   ClusterArrive();
+#ifdef ATP_CLUSTER_CHOLESKY_PROFILE
+  // Cycles per phase, summed over the panels (probe only): [0] wait at the barrier, [1] P1,
+  // [2] U1, [3] P3 of warp 0 (the next diagonal block), seen by thread 0; [4] P3 of warp 1 (its
+  // trailing update) and [5] its wait, seen by thread 32.
+  long long prof[6] = {0, 0, 0, 0, 0, 0};
+  long long tp = clock64();
+  auto mark = [&](int q) {
+    const long long t = clock64();
+    prof[q] += t - tp;
+    tp = t;
+  };
+#else
+  auto mark = [](int) {};
+#endif
   for (int p = 0;; ++p) {
     const Panel P = MakePanel(p, n);
     ClusterWait();
     __syncthreads();  // warp 0 wrote this panel's factor after arriving
+    mark(warp == 0 ? 0 : 5);
     SolvePanelRows<T, DeviceMem>(ctx, P, tid);
     WriteDiagonalRows<T, DeviceMem>(ctx, P, tid);
     if (P.s1 >= n) break;
     __syncthreads();
+    mark(1);
     UpdateNextPanel<T, DeviceMem>(ctx, P, tid);
     __syncthreads();
+    mark(2);
     if (warp == 0) {
       T x[kPanel];
       LoadDiagonalRowSlot<T, DeviceMem>(ctx, P.nxt, lane, P.bn, x);
       ClusterArrive();
       FactorDiagonalBlock(x, P.bn, P.s1, info, rank == 0, ctx.invd);
       StoreFactorColumn<T, DeviceMem>(ctx, P.nxt, lane, P.bn, x);
+      mark(3);
     } else {
       UpdateTrailing<T, DeviceMem>(ctx, P, warp - 1, kWarps - 1, lane);
+      mark(4);
       ClusterArrive();
     }
   }
+#ifdef ATP_CLUSTER_CHOLESKY_PROFILE
+  if (tid == 0 || tid == 32) {
+    for (int q = 0; q < 6; ++q) {
+      if ((tid == 0) == (q < 4)) {
+        atomicAdd(reinterpret_cast<unsigned long long*>(&g_cc_prof[rank][q]),
+                  static_cast<unsigned long long>(prof[q]));
+      }
+    }
+  }
+#endif
 }
 
 // ---- Host side. ----
