@@ -14,13 +14,13 @@
 
 #include "cuda/cluster_cholesky.cu"  // the kernel itself, with the profile compiled in
 
-#define CK(x)                                                                           \
-  do {                                                                                  \
-    cudaError_t e_ = (x);                                                               \
-    if (e_ != cudaSuccess) {                                                            \
+#define CK(x)                                                                              \
+  do {                                                                                     \
+    cudaError_t e_ = (x);                                                                  \
+    if (e_ != cudaSuccess) {                                                               \
       std::printf("CUDA error %s at %s:%d\n", cudaGetErrorString(e_), __FILE__, __LINE__); \
-      return 1;                                                                         \
-    }                                                                                   \
+      return 1;                                                                            \
+    }                                                                                      \
   } while (0)
 
 int main() {
@@ -37,7 +37,8 @@ int main() {
     for (int i = 0; i < n; ++i) {
       for (int j = 0; j <= i; ++j) {
         double s = 0;
-        for (int k = 0; k < 2 * n; ++k) s += b[static_cast<size_t>(k) * n + i] * b[static_cast<size_t>(k) * n + j];
+        for (int k = 0; k < 2 * n; ++k)
+          s += b[static_cast<size_t>(k) * n + i] * b[static_cast<size_t>(k) * n + j];
         a[static_cast<size_t>(i) * n + j] = a[static_cast<size_t>(j) * n + i] = s / n + (i == j);
       }
     }
@@ -47,7 +48,7 @@ int main() {
     CK(cudaMalloc(&da, a.size() * sizeof(double)));
     CK(cudaMalloc(&info, sizeof(int)));
     CK(cudaMemcpy(a0, a.data(), a.size() * sizeof(double), cudaMemcpyHostToDevice));
-    long long zero[16][6] = {};
+    long long zero[16][8] = {};
     cudaEvent_t t0, t1;
     CK(cudaEventCreate(&t0));
     CK(cudaEventCreate(&t1));
@@ -67,18 +68,18 @@ int main() {
     }
     int host_info = -1;
     CK(cudaMemcpy(&host_info, info, sizeof(int), cudaMemcpyDeviceToHost));
-    long long prof[16][6];
+    long long prof[16][8];
     CK(cudaMemcpyFromSymbol(prof, g_cc_prof, sizeof(prof)));
     const double panels = static_cast<double>((n + 15) / 16) * iters;
-    std::printf("n=%d: %.3f ms per call (info %d, clock %d MHz, %d panels)\n", n,
-                total_ms / iters, host_info, clock_khz / 1000, (n + 15) / 16);
+    std::printf("n=%d: %.3f ms per call (info %d, clock %d MHz, %d panels)\n", n, total_ms / iters,
+                host_info, clock_khz / 1000, (n + 15) / 16);
     for (int r = 0; r < 16; ++r) {
       if (prof[r][0] == 0 && prof[r][4] == 0) continue;
       std::printf(
-          "  rank %2d cycles/panel: wait %6.0f  P1 %6.0f  U1 %6.0f  P3 warp0 (diag) %6.0f  |  "
-          "warp1: P3 (trailing) %6.0f  wait %6.0f\n",
-          r, prof[r][0] / panels, prof[r][1] / panels, prof[r][2] / panels, prof[r][3] / panels,
-          prof[r][4] / panels, prof[r][5] / panels);
+          "  rank %2d cycles/panel: wait %6.0f  P1 %6.0f  U1 %6.0f  P3 warp0 (diag: load+arrive "
+          "%6.0f factor %6.0f store %6.0f)  |  warp1: P3 (trailing) %6.0f  wait %6.0f\n",
+          r, prof[r][0] / panels, prof[r][1] / panels, prof[r][2] / panels, prof[r][6] / panels,
+          prof[r][7] / panels, prof[r][3] / panels, prof[r][4] / panels, prof[r][5] / panels);
     }
     CK(cudaFree(a0));
     CK(cudaFree(da));

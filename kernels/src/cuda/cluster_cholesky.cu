@@ -68,6 +68,13 @@ __host__ __device__ inline int FirstOwnAtLeast(int x, int c, int rank) {
 
 // Offset of own row r in the own storage, which keeps columns [kPanel, i] of row i = rank + r·c
 // (nothing for rows i < kPanel: columns [0, kPanel) go straight from global memory to the panel).
+// The same with ra = FirstOwnAtLeast(kPanel, c, rank) given: no division on the kernel's hot
+// paths (a division by the runtime c costs ~100 cycles of latency per element).
+__host__ __device__ inline int OwnOffsetFrom(int r, int c, int rank, int ra) {
+  if (r <= ra) return 0;
+  return (r - ra) * (rank - kPanel + 1) + c * (r * (r - 1) - ra * (ra - 1)) / 2;
+}
+
 __host__ __device__ inline int OwnOffset(int r, int c, int rank) {
   const int ra = FirstOwnAtLeast(kPanel, c, rank);
   if (r <= ra) return 0;
@@ -164,6 +171,7 @@ struct Ctx {
   T* a;  // the matrix in global memory
   int n, c, rank;
   int own_rows;
+  int own_first;  // FirstOwnAtLeast(kPanel, c, rank): the first own row with own storage
   int* info;
   bool shift_on;
   double shift;
@@ -181,7 +189,7 @@ struct Ctx {
     return diagonal && shift_on ? static_cast<T>(static_cast<double>(v) + shift) : v;
   }
   __host__ __device__ int OwnIndex(int r, int col) const {
-    return OwnOffset(r, c, rank) + col - kPanel;
+    return OwnOffsetFrom(r, c, rank, own_first) + col - kPanel;
   }
   __host__ __device__ bool Owns(int i) const { return i % c == rank; }
 };
@@ -194,6 +202,7 @@ __host__ __device__ inline Ctx<T> MakeCtx(T* smem, T* a, int n, int c, int rank,
   ctx.c = c;
   ctx.rank = rank;
   ctx.own_rows = OwnRows(n, c, rank);
+  ctx.own_first = FirstOwnAtLeast(kPanel, c, rank);
   ctx.info = info;
   ctx.shift_on = false;
   ctx.shift = 0.0;
@@ -477,12 +486,13 @@ __host__ __device__ void UpdateTrailing(const Ctx<T>& ctx, const Panel& P, int w
             sb1 += t[e + 1] * lb[c + 1];
           }
         }
+        const int ia = ctx.OwnIndex(r, ka);  // kb's element is 32 further
         if (ka <= i) {
-          T* o = ctx.own + ctx.OwnIndex(r, ka);
+          T* o = ctx.own + ia;
           M::Store(o, M::Load(o) - (sa0 + sa1));
         }
         if (kb <= i) {
-          T* o = ctx.own + ctx.OwnIndex(r, kb);
+          T* o = ctx.own + ia + 32;
           M::Store(o, M::Load(o) - (sb0 + sb1));
         }
       }
@@ -595,7 +605,7 @@ __device__ double WarpTrace(const T* a, int n) {
 }
 
 #ifdef ATP_CLUSTER_CHOLESKY_PROFILE
-__device__ long long g_cc_prof[16][6];
+__device__ long long g_cc_prof[16][8];
 #endif
 
 template <typename T>
@@ -628,9 +638,10 @@ __global__ void __launch_bounds__(kThreads, 1)
   ClusterArrive();
 #ifdef ATP_CLUSTER_CHOLESKY_PROFILE
   // Cycles per phase, summed over the panels (probe only): [0] wait at the barrier, [1] P1,
-  // [2] U1, [3] P3 of warp 0 (the next diagonal block), seen by thread 0; [4] P3 of warp 1 (its
-  // trailing update) and [5] its wait, seen by thread 32.
-  long long prof[6] = {0, 0, 0, 0, 0, 0};
+  // [2] U1, [3] P3 of warp 0 (the next diagonal block: [6] loading it and arriving, [7] factoring
+  // it, [3] storing it), seen by thread 0; [4] P3 of warp 1 (its trailing update) and [5] its
+  // wait, seen by thread 32.
+  long long prof[8] = {0, 0, 0, 0, 0, 0, 0, 0};
   long long tp = clock64();
   auto mark = [&](int q) {
     const long long t = clock64();
@@ -657,7 +668,9 @@ __global__ void __launch_bounds__(kThreads, 1)
       T x[kPanel];
       LoadDiagonalRowSlot<T, DeviceMem>(ctx, P.nxt, lane, P.bn, x);
       ClusterArrive();
+      mark(6);
       FactorDiagonalBlock(x, P.bn, P.s1, info, rank == 0, ctx.invd);
+      mark(7);
       StoreFactorColumn<T, DeviceMem>(ctx, P.nxt, lane, P.bn, x);
       mark(3);
     } else {
@@ -668,8 +681,8 @@ __global__ void __launch_bounds__(kThreads, 1)
   }
 #ifdef ATP_CLUSTER_CHOLESKY_PROFILE
   if (tid == 0 || tid == 32) {
-    for (int q = 0; q < 6; ++q) {
-      if ((tid == 0) == (q < 4)) {
+    for (int q = 0; q < 8; ++q) {
+      if ((tid == 0) == (q < 4 || q >= 6)) {
         atomicAdd(reinterpret_cast<unsigned long long*>(&g_cc_prof[rank][q]),
                   static_cast<unsigned long long>(prof[q]));
       }
