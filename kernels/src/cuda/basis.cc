@@ -134,6 +134,10 @@ class BasisRun {
   }
   absl::Status CheckInfos(const char* stage);
   absl::Status Gram();
+  // Whether options.beside is still to be called.
+  bool BesideDue() const {
+    return !beside_started_ && opt_.beside && opt_.beside_at != BasisOptions::BesideAt::kNever;
+  }
   // Starts options.beside once.
   absl::Status Beside();
   // Options.beside with the side stream already forked (once, as Beside).
@@ -238,17 +242,13 @@ absl::Status BasisRun::Gram() {
 }
 
 absl::Status BasisRun::Beside() {
-  if (beside_started_ || !opt_.beside || opt_.beside_at == BasisOptions::BesideAt::kNever) {
-    return absl::OkStatus();
-  }
+  if (!BesideDue()) return absl::OkStatus();
   ATP_RETURN_IF_ERROR(ctx_.ForkSide());
   return BesideForked();
 }
 
 absl::Status BasisRun::BesideForked() {
-  if (beside_started_ || !opt_.beside || opt_.beside_at == BasisOptions::BesideAt::kNever) {
-    return absl::OkStatus();
-  }
+  if (!BesideDue()) return absl::OkStatus();
   beside_started_ = true;
   return opt_.beside();
 }
@@ -451,9 +451,7 @@ absl::Status BasisRun::Randomized() {
   Mark("rayleigh_ritz");
   ATP_ASSIGN_OR_RETURN(lambda_, ctx_.Alloc(ct_, k_));
   std::function<absl::Status()> beside;
-  if (opt_.beside && !beside_started_ && opt_.beside_at != BasisOptions::BesideAt::kNever) {
-    beside = [this] { return BesideForked(); };
-  }
+  if (BesideDue()) beside = [this] { return BesideForked(); };
   ATP_RETURN_IF_ERROR(
       SymmetricEigen(ctx_, opt_.eig, ct_, k_, t.get(), lambda_.get(), NextInfos(1), true, beside));
   eigvecs_ = std::move(t);

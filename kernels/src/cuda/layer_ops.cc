@@ -257,15 +257,14 @@ absl::StatusOr<AtpLayerInfo> AtpAttentionLayer(DeviceContext& ctx, const DeviceL
   bo.need_u = false;
   bo.need_v = false;
   if (!bo.mark && mark) bo.mark = mark;
+  auto project_q = [&] { return ApplyLinear(ctx, *wq, x, length, nullptr, Mat{io, q.get(), hq}); };
   bo.beside = [&]() -> absl::Status {
     forked = true;
     SideStreamScope side(ctx);
-    return ApplyLinear(ctx, *wq, x, length, nullptr, Mat{io, q.get(), hq});
+    return project_q();
   };
   ATP_ASSIGN_OR_RETURN(DeviceBasis basis, ComputePrincipalBases(ctx, x, length, d, bo));
-  if (!forked) {  // the basis did not call beside (BesideAt::kNever)
-    ATP_RETURN_IF_ERROR(ApplyLinear(ctx, *wq, x, length, nullptr, Mat{io, q.get(), hq}));
-  }
+  if (!forked) ATP_RETURN_IF_ERROR(project_q());  // the basis did not call beside (kNever)
   const int64_t r = basis.rank;
   const double key_scale =
       c.key_scale == KeyScale::kInvSqrtLen ? 1.0 / std::sqrt(static_cast<double>(length)) : 1.0;
