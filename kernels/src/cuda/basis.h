@@ -6,8 +6,11 @@
 // otherwise); the other side is X·v / σ, re-orthonormalised.
 //   exact:      G in f64, a full cuSOLVER eigensolve (syevd) of G.
 //   randomized: block subspace iteration on G (shifted so that rank-deficient inputs stay
-//               well-conditioned) with CholeskyQR orthonormalisation, then Rayleigh–Ritz with a
-//               k x k eigensolve, k = r + oversampling. f16/bf16 inputs: G in f32 from a tensor-
+//               well-conditioned) with one CholeskyQR pass after each product (the last one
+//               finished by Newton–Schulz steps, or more passes where the block is far from
+//               orthonormal), then Rayleigh–Ritz with a k x k eigensolve, k = r + oversampling.
+//               G for an even m >= 1024 in 2 x 2 blocks (3/4 of the flops). f16/bf16 inputs: G in
+//               f32 from a tensor-
 //               core Gram product, products with G through bf16 splits of G (2 or 3 parts).
 //               f32 inputs: G and its products in f64. The small factorisations (CholeskyQR,
 //               eigensolve, Ritz vectors, the other side) are f64 on every path; the k x k
