@@ -10,8 +10,8 @@
 //               finished by Newton–Schulz steps, or more passes where the block is far from
 //               orthonormal), then Rayleigh–Ritz with a k x k eigensolve, k = r + oversampling.
 //               G for an even m >= 1024 in 2 x 2 blocks (3/4 of the flops). f16/bf16 inputs: G in
-//               f32 from a tensor-
-//               core Gram product, products with G through bf16 splits of G (2 or 3 parts).
+//               f32 from a tensor-core Gram product, products with G through bf16 splits of G (2
+//               or 3 parts).
 //               f32 inputs: G and its products in f64. The small factorisations (CholeskyQR,
 //               eigensolve, Ritz vectors, the other side) are f64 on every path; the k x k
 //               eigensolve is the GPU-resident one of small_eigen.h where it applies.
