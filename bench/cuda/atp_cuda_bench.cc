@@ -503,6 +503,12 @@ void Micro(DeviceContext& ctx, const Flags& f) {
              // not triangular, but the solve's cost does not depend on the values).
              return SolveCholeskyFactor(ctx, t, n, a.get(), /*columns=*/true, 4096, y.get());
            }},
+          {"trsm_own_4096",
+           [&] {
+             // The same solve by the own strip kernel (f64; cuBLAS for f32).
+             return SolveCholeskyFactor(ctx, t, n, a.get(), /*columns=*/true, 4096, y.get(),
+                                        /*own=*/true);
+           }},
           {"trtri",
            [&] {
              // R⁻¹ in place (cuSOLVER), the other way to apply a Cholesky factor: one GEMM.

@@ -62,8 +62,9 @@ struct BasisOptions {
   int iteration_split = 2;
   int rayleigh_ritz_split = 3;
   EigSolver eig = EigSolver::kResident;
-  // The own Cholesky kernels in CholeskyQR (cluster or blocked, see Potrf; false: cuSOLVER's
-  // potrf).
+  // The own kernels in CholeskyQR: the Cholesky factorisation (cluster or blocked, see Potrf)
+  // and the solve with its factor (SolveCholeskyFactor); false: cuSOLVER's potrf and cuBLAS's
+  // trsm.
   bool own_cholesky = true;
   // kAuto uses the exact method when min(L, d) <= this or when k >= min(L, d) / 2 (the CPU
   // backend's rule, so that small inputs take the exact path on both).

@@ -8,6 +8,7 @@
 #include "cuda/cuda_status.h"
 #include "cuda/device_kernels.h"
 #include "cuda/small_eigen.h"
+#include "cuda/triangular_solve.h"
 
 namespace atp::kernels::cuda {
 namespace {
@@ -131,7 +132,11 @@ absl::Status Potrf(DeviceContext& ctx, DevType t, int64_t n, void* a, int* info_
 }
 
 absl::Status SolveCholeskyFactor(DeviceContext& ctx, DevType t, int64_t n, const void* r,
-                                 bool columns, int64_t other, void* y) {
+                                 bool columns, int64_t other, void* y, bool own) {
+  if (own && columns && SolveUpperRightSupported(t, n)) {
+    return DeviceContext::Launched(LaunchSolveUpperRight(t, r, n, y, other, ctx.stream()),
+                                   "triangular solve");
+  }
   if (!FitsInt(n) || !FitsInt(other)) return absl::InvalidArgumentError("trsm size out of range");
   const int ni = static_cast<int>(n), oi = static_cast<int>(other);
   // columns: the row-major y [rows, n] is the column-major yᵀ [n, rows]; y R⁻¹ = (R⁻ᵀ yᵀ)ᵀ, so

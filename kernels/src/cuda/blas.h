@@ -55,8 +55,10 @@ absl::Status Potrf(DeviceContext& ctx, DevType t, int64_t n, void* a, int* info_
 // With R from Potrf (n x n) and a row-major matrix y:
 //   columns = true:  y [rows, n] ← y · R⁻¹      (orthonormalises the columns of y)
 //   columns = false: y [n, cols] ← R⁻ᵀ · y      (orthonormalises the rows of y)
+// own = true: the columns = true solve by the own strip kernel (triangular_solve.h) where it
+// applies (f64); everything else by cuBLAS's trsm.
 absl::Status SolveCholeskyFactor(DeviceContext& ctx, DevType t, int64_t n, const void* r,
-                                 bool columns, int64_t other, void* y);
+                                 bool columns, int64_t other, void* y, bool own = false);
 
 enum class EigSolver {
   kSyevd,        // cuSOLVER divide and conquer (cusolverDnXsyevd)

@@ -17,6 +17,7 @@
 #include "cuda/device_kernels.h"
 #include "cuda/layer_ops.h"
 #include "cuda/small_eigen.h"
+#include "cuda/triangular_solve.h"
 #include "gtest/gtest.h"
 #include "test_util.h"
 
@@ -162,6 +163,64 @@ TEST_F(CudaDeviceTest, OwnCholeskyMatchesCusolver) {
       }
       EXPECT_LE(RelativeError(results[1], results[0]), t == DevType::kF64 ? 1e-12 : 1e-5);
     }
+  }
+}
+
+// The own solve y ← y·R⁻¹ (triangular_solve.h) with R the Cholesky factor of a random SPD
+// matrix whose strictly lower column-major part is poisoned (it may not be read): x·R must give
+// back y, and x must match cuBLAS's trsm. Shapes cover one column, partial 32-column blocks, odd
+// and even n (two load paths), one strip, many, and a last strip that is not full.
+TEST_F(CudaDeviceTest, OwnTriangularSolveMatchesTheOracle) {
+  const uint64_t seed = FreshSeed();
+  SCOPED_TRACE(SeedTrace(seed));
+  const DevType t = DevType::kF64;
+  EXPECT_FALSE(SolveUpperRightSupported(DevType::kF32, 64));
+  EXPECT_FALSE(SolveUpperRightSupported(t, 0));
+  struct Case {
+    int64_t n, rows;
+  };
+  for (const Case c : {Case{1, 1}, Case{5, 7}, Case{31, 33}, Case{32, 64}, Case{33, 100},
+                       Case{100, 37}, Case{528, 4099}, Case{577, 200}, Case{755, 70}}) {
+    const int64_t n = c.n, rows = c.rows;
+    SCOPED_TRACE(absl::StrCat("n=", n, " rows=", rows));
+    ASSERT_TRUE(SolveUpperRightSupported(t, n));
+    DeviceBuffer b = Gaussian(t, 2 * n * n, seed + n);
+    absl::StatusOr<DeviceBuffer> r = ctx_->Alloc(t, n * n);
+    absl::StatusOr<DeviceBuffer> info = ctx_->Alloc(sizeof(int));
+    ASSERT_TRUE(r.ok() && info.ok());
+    ASSERT_TRUE(Gemm(*ctx_, true, false, n, n, 2 * n, 1.0 / n, ConstMat{t, b.get(), n},
+                     ConstMat{t, b.get(), n}, 0.0, Mat{t, r->get(), n})
+                    .ok());
+    ASSERT_EQ(LaunchShiftDiagonalByTrace(t, r->get(), n, n, 1.0 / n, ctx_->stream()),
+              cudaSuccess);
+    ASSERT_TRUE(Potrf(*ctx_, t, n, r->get(), info->as<int>()).ok());
+    std::vector<double> rh = ToHost(t, r->get(), n * n);
+    for (int64_t j = 0; j < n; ++j) {
+      for (int64_t i = j + 1; i < n; ++i) rh[i + j * n] = NAN;  // column-major lower
+    }
+    ASSERT_TRUE(ctx_->CopyToDevice(r->get(), rh.data(), n * n * sizeof(double)).ok());
+    DeviceBuffer y0 = Gaussian(t, rows * n, seed + 7 * n + rows);
+    const std::vector<double> y = ToHost(t, y0.get(), rows * n);
+    std::vector<std::vector<double>> results;
+    for (bool own : {false, true}) {
+      absl::StatusOr<DeviceBuffer> x = ctx_->Alloc(t, rows * n);
+      ASSERT_TRUE(x.ok());
+      ASSERT_TRUE(ctx_->CopyToDevice(x->get(), y.data(), rows * n * sizeof(double)).ok());
+      ASSERT_TRUE(
+          SolveCholeskyFactor(*ctx_, t, n, r->get(), /*columns=*/true, rows, x->get(), own).ok());
+      results.push_back(ToHost(t, x->get(), rows * n));
+    }
+    const std::vector<double>& x = results[1];
+    std::vector<double> back(static_cast<size_t>(rows * n), 0.0);
+    for (int64_t v = 0; v < rows; ++v) {
+      for (int64_t j = 0; j < n; ++j) {
+        double sum = 0.0;
+        for (int64_t i = 0; i <= j; ++i) sum += x[v * n + i] * rh[i + j * n];
+        back[v * n + j] = sum;
+      }
+    }
+    EXPECT_LE(RelativeError(back, y), 1e-13);
+    EXPECT_LE(RelativeError(x, results[0]), 1e-12);
   }
 }
 
