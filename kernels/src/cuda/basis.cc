@@ -620,15 +620,14 @@ absl::StatusOr<DeviceBasis> BasisRun::Run() {
       ATP_ASSIGN_OR_RETURN(DeviceBuffer factor, ctx_.Alloc(ct_, rank_ * rank_));
       ATP_ASSIGN_OR_RETURN(DeviceBuffer partial, ctx_.Alloc(DevType::kF64, kDotBlocks));
       ATP_ASSIGN_OR_RETURN(DeviceBuffer stepped, ctx_.Alloc(ct_, rank_ * k_));
+      ATP_RETURN_IF_ERROR(GramUpper(ctx_, ct_, rank_, k_, /*columns=*/false, w.get(), gram.get()));
       ATP_RETURN_IF_ERROR(
-          GramUpper(ctx_, ct_, rank_, k_, /*columns=*/false, w.get(), gram.get()));
-      ATP_RETURN_IF_ERROR(Launched(
-          LaunchNewtonSchulzFactor(gram.as<double>(), rank_, factor.as<double>(),
-                                   partial.as<double>(), ctx_.stream()),
-          "newton-schulz factor"));
+          Launched(LaunchNewtonSchulzFactor(gram.as<double>(), rank_, factor.as<double>(),
+                                            partial.as<double>(), ctx_.stream()),
+                   "newton-schulz factor"));
       ATP_RETURN_IF_ERROR(Gemm(ctx_, false, false, rank_, k_, rank_, 1.0,
-                               ConstMat{ct_, factor.get(), rank_}, ConstMat{ct_, w.get(), k_},
-                               0.0, Mat{ct_, stepped.get(), k_}));
+                               ConstMat{ct_, factor.get(), rank_}, ConstMat{ct_, w.get(), k_}, 0.0,
+                               Mat{ct_, stepped.get(), k_}));
       w = std::move(stepped);
     }
     ATP_RETURN_IF_ERROR(Gemm(ctx_, false, true, rank_, m_, k_, 1.0, ConstMat{ct_, w.get(), k_},

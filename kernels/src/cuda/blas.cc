@@ -134,8 +134,10 @@ absl::Status Potrf(DeviceContext& ctx, DevType t, int64_t n, void* a, int* info_
 absl::Status SolveCholeskyFactor(DeviceContext& ctx, DevType t, int64_t n, const void* r,
                                  bool columns, int64_t other, void* y, bool own) {
   if (own && columns && SolveUpperRightSupported(t, n)) {
-    return DeviceContext::Launched(LaunchSolveUpperRight(t, r, n, y, other, ctx.stream()),
-                                   "triangular solve");
+    ATP_ASSIGN_OR_RETURN(DeviceBuffer workspace, ctx.Alloc(SolveUpperRightWorkspaceBytes(n)));
+    return DeviceContext::Launched(
+        LaunchSolveUpperRight(t, r, n, y, other, workspace.get(), ctx.stream()),
+        "triangular solve");
   }
   if (!FitsInt(n) || !FitsInt(other)) return absl::InvalidArgumentError("trsm size out of range");
   const int ni = static_cast<int>(n), oi = static_cast<int>(other);

@@ -3,10 +3,10 @@
 //
 // cuBLAS's trsm walks the n columns in sequence across the whole of y (0.23 ms for 4096 x 576 in
 // f64 on the H200, ~1 GFLOP of arithmetic). The rows of y are independent right-hand sides, so
-// here each block takes a strip of 32 rows into shared memory and solves it on its own, a lane
-// per row, 32 columns at a time (the 32 x 32 diagonal block, then the strip's later columns
-// updated with those 32), R streaming through shared memory in chunks. No block waits for
-// another.
+// here each block takes a strip of 32 rows into shared memory and solves it on its own, 32
+// columns at a time (the diagonal block through its precomputed inverse, then the strip's later
+// columns updated, both on the FP64 tensor cores), R streaming through shared memory in chunks.
+// No block waits for another: 0.16 ms for 4096 x 576.
 //
 // No absl here: nvcc compiles the .cu as C++17. Thread-safe: the per-device shared-memory limit is
 // cached under a mutex; launches are as thread-safe as the CUDA runtime.
@@ -23,7 +23,7 @@ namespace atp::kernels::cuda {
 
 // True when the current device can run LaunchSolveUpperRight on an n-column y of type t: t is
 // f64, n >= 1, and a strip of 32 rows of y and two chunks of R fit in one block's shared memory
-// (n <= 756 with the H200's 227 KiB).
+// (n <= 615 with the H200's 227 KiB: r <= 600 at the default oversampling).
 bool SolveUpperRightSupported(DevType t, int64_t n);
 
 // y [rows, n] (row-major, leading dimension n) ← y · R⁻¹, where R(i, j) = r[i + j·n] for i <= j
@@ -31,8 +31,11 @@ bool SolveUpperRightSupported(DevType t, int64_t n);
 // is not read). A zero or non-finite diagonal gives non-finite rows, as trsm does.
 // Returns cudaSuccess without launching for rows <= 0 or n <= 0, cudaErrorNotSupported without
 // launching when !SolveUpperRightSupported(t, n), and otherwise the launch error.
+// workspace: SolveUpperRightWorkspaceBytes(n) bytes of device memory (the inverses of R's full
+// 32 x 32 diagonal blocks), not read before it is written.
 cudaError_t LaunchSolveUpperRight(DevType t, const void* r, int64_t n, void* y, int64_t rows,
-                                  cudaStream_t stream);
+                                  void* workspace, cudaStream_t stream);
+size_t SolveUpperRightWorkspaceBytes(int64_t n);
 
 }  // namespace atp::kernels::cuda
 

@@ -180,7 +180,7 @@ TEST_F(CudaDeviceTest, OwnTriangularSolveMatchesTheOracle) {
     int64_t n, rows;
   };
   for (const Case c : {Case{1, 1}, Case{5, 7}, Case{31, 33}, Case{32, 64}, Case{33, 100},
-                       Case{100, 37}, Case{528, 4099}, Case{577, 200}, Case{755, 70}}) {
+                       Case{100, 37}, Case{528, 4099}, Case{577, 200}, Case{611, 70}}) {
     const int64_t n = c.n, rows = c.rows;
     SCOPED_TRACE(absl::StrCat("n=", n, " rows=", rows));
     ASSERT_TRUE(SolveUpperRightSupported(t, n));
@@ -191,8 +191,7 @@ TEST_F(CudaDeviceTest, OwnTriangularSolveMatchesTheOracle) {
     ASSERT_TRUE(Gemm(*ctx_, true, false, n, n, 2 * n, 1.0 / n, ConstMat{t, b.get(), n},
                      ConstMat{t, b.get(), n}, 0.0, Mat{t, r->get(), n})
                     .ok());
-    ASSERT_EQ(LaunchShiftDiagonalByTrace(t, r->get(), n, n, 1.0 / n, ctx_->stream()),
-              cudaSuccess);
+    ASSERT_EQ(LaunchShiftDiagonalByTrace(t, r->get(), n, n, 1.0 / n, ctx_->stream()), cudaSuccess);
     ASSERT_TRUE(Potrf(*ctx_, t, n, r->get(), info->as<int>()).ok());
     std::vector<double> rh = ToHost(t, r->get(), n * n);
     for (int64_t j = 0; j < n; ++j) {
