@@ -21,8 +21,8 @@
 // interleaved loads and uses again, 0.23); R_JJ⁻¹'s fragments loaded before the chunk wait (255
 // registers, 0.166). What is left are DFMA/DMMA latencies and the two barriers per chunk with two
 // warps per scheduler. Solving a block with its explicit inverse changes the rounding of the
-// substitution, not its order of accuracy (R_JJ is as well conditioned as R); the f64 oracle
-// test bounds the residual.
+// substitution, not its order of accuracy (κ(R_JJ) <= κ(R): R_JJ⁻¹ is a block of R⁻¹); the f64
+// oracle test bounds the residual.
 #include <cuda_pipeline.h>
 #include <cuda_runtime.h>
 
