@@ -446,9 +446,14 @@ __host__ __device__ void UpdateTrailing(const Ctx<T>& ctx, const Panel& P, int w
   if (P.s2 >= ctx.n) return;
   const T* buf = ctx.Buf(P.cur);
   const int r_lo = FirstOwnAtLeast(P.s2, ctx.c, ctx.rank);
-  int unit = 0;
-  for (int k0 = P.s2; k0 < ctx.n; k0 += kChunk) {
-    const int rq = Max(r_lo, FirstOwnAtLeast(k0, ctx.c, ctx.rank));
+  // The first own row at or after each chunk start k0. s2 > rank (s2 >= 2·kPanel), so when c
+  // divides kChunk (clusters of 8 or 16) it advances by kChunk / c a chunk: no division per chunk
+  // (one by the runtime c per chunk showed in ncu, v10).
+  const bool even_steps = kChunk % ctx.c == 0;
+  const int step = even_steps ? kChunk / ctx.c : 0;
+  int unit = 0, rq = r_lo;
+  for (int k0 = P.s2; k0 < ctx.n; k0 += kChunk, rq += step) {
+    if (!even_steps) rq = Max(r_lo, FirstOwnAtLeast(k0, ctx.c, ctx.rank));
     if (rq >= ctx.own_rows) break;
     for (int rs = rq; rs < ctx.own_rows; rs += kRowGroup, ++unit) {
       if (unit % nw != w) continue;
