@@ -13,7 +13,10 @@ namespace cg = cooperative_groups;
 constexpr int kTridThreads = 512;
 constexpr int kTridWarps = kTridThreads / 32;
 constexpr int kBisectWarps = 4;     // eigenvalues per block, a warp each
-constexpr int kBisectPoints = 8;    // Sturm counts per lane and round: 256 per round, 8 bits
+// Sturm counts per lane and round: 64 per round, 6 bits. 8 (256 a round, 8 bits) was measured
+// slower: eigenvalues 0.41 -> 0.93-1.03 ms at n = 576 (the rounds are issue-bound, not
+// latency-bound: one warp per scheduler already keeps the pipes busy; v10).
+constexpr int kBisectPoints = 2;
 constexpr int kInverseThreads = 4;  // eigenvalue groups, a thread each (with its shared memory)
 constexpr int kInverseArrays = 6;   // per thread: LU of T − λI (5 arrays) and the iterate
 constexpr int kBackWarps = 8;       // eigenvectors per block, a warp each
@@ -403,7 +406,7 @@ __global__ void __launch_bounds__(kBisectWarps * 32)
   const double pivmin = bounds[2];
   double lo = bounds[0], hi = bounds[1];
   constexpr int kPoints = 32 * kBisectPoints;
-  for (int round = 0; round < 24; ++round) {  // 8 bits a round; ends on width well before
+  for (int round = 0; round < 24; ++round) {  // 6 bits a round; ends on width well before
     const double width = hi - lo;
     if (!(width > 2.0 * DBL_EPSILON * fmax(fabs(lo), fabs(hi)) + pivmin)) break;
     double x[kBisectPoints];
