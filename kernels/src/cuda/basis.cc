@@ -216,28 +216,35 @@ absl::Status BasisRun::Gram() {
   }
   ATP_ASSIGN_OR_RETURN(g_, ctx_.Alloc(gt_, m_ * m_));
   const Mat g{gt_, g_.get(), m_};
-  // G = AᵀA with A = X (tall) or Xᵀ (wide). For an even m >= kBlockedGramMin in 2 x 2 blocks
-  // [G11 G12; G12ᵀ G22]: the diagonal blocks in one batched GEMM, G12, and G12ᵀ by a transpose
-  // — three quarters of the flops of the full product.
+  // G = AᵀA with A = X (tall) or Xᵀ (wide). For an even m >= kBlockedGramMin in c x c blocks
+  // G_ab = A_aᵀA_b (c = 4 where m is a multiple of 4, else 2): the diagonal blocks in one batched
+  // GEMM, the blocks above it in one batched GEMM per block diagonal, those below by transposes —
+  // 10/16 of the full product's flops with 4 x 4 blocks, 3/4 with 2 x 2 (bench/cuda/NOTES.md v11).
   constexpr int64_t kBlockedGramMin = 1024;
+  const int64_t blocks = m_ % 4 == 0 ? 4 : 2;
   const int64_t inner = tall_ ? l_ : d_;
-  if (m_ % 2 != 0 || m_ < kBlockedGramMin) {
+  if (m_ % blocks != 0 || m_ < kBlockedGramMin) {
     ATP_RETURN_IF_ERROR(Gemm(ctx_, tall_, !tall_, m_, m_, inner, 1.0, xg_, xg_, 0.0, g));
   } else {
-    const int64_t h = m_ / 2;
-    const int64_t second = tall_ ? h : h * d_;  // elements from A's first half to its second
+    const int64_t h = m_ / blocks;
+    const int64_t step = tall_ ? h : h * d_;  // elements from A's block a to block a + 1
     const size_t esize = DevTypeSize(gt_);
     char* g_bytes = static_cast<char*>(g_.get());
-    ATP_RETURN_IF_ERROR(Gemm(ctx_, tall_, !tall_, h, h, inner, 1.0, xg_, xg_, 0.0, g,
-                             /*batch=*/2, second, second, h * m_ + h));
-    const ConstMat a2{xg_.type, static_cast<const char*>(xg_.data) + second * DevTypeSize(xg_.type),
-                      xg_.ld};
-    ATP_RETURN_IF_ERROR(Gemm(ctx_, tall_, !tall_, h, h, inner, 1.0, xg_, a2, 0.0,
-                             Mat{gt_, g_bytes + h * esize, m_}));
-    ATP_RETURN_IF_ERROR(
-        Launched(LaunchTransposeConvert(gt_, g_bytes + h * esize, h, h, gt_,
-                                        g_bytes + h * m_ * esize, ctx_.stream(), m_, m_),
-                 "gram mirror"));
+    for (int64_t s = 0; s < blocks; ++s) {  // block diagonal s: blocks (a, a + s)
+      const ConstMat b{xg_.type,
+                       static_cast<const char*>(xg_.data) + s * step * DevTypeSize(xg_.type),
+                       xg_.ld};
+      ATP_RETURN_IF_ERROR(Gemm(ctx_, tall_, !tall_, h, h, inner, 1.0, xg_, b, 0.0,
+                               Mat{gt_, g_bytes + s * h * esize, m_},
+                               /*batch=*/blocks - s, step, step, h * m_ + h));
+      for (int64_t a = 0; a + s < blocks && s > 0; ++a) {
+        const int64_t row = a * h, col = (a + s) * h;
+        ATP_RETURN_IF_ERROR(Launched(
+            LaunchTransposeConvert(gt_, g_bytes + (row * m_ + col) * esize, h, h, gt_,
+                                   g_bytes + (col * m_ + row) * esize, ctx_.stream(), m_, m_),
+            "gram mirror"));
+      }
+    }
   }
   ATP_RETURN_IF_ERROR(
       Launched(LaunchTrace(gt_, g_.get(), m_, m_, scalars_.as<double>(), ctx_.stream()), "trace"));

@@ -380,6 +380,48 @@ TEST_F(CudaDeviceTest, RandomizedBasisAtScaleMatchesTheExactOne) {
   }
 }
 
+// The Gram matrix in blocks (4 x 4 where min(L, d) is a multiple of 4, 2 x 2 where it is only
+// even, whole below 1024), tall and wide: the exact basis of an f32 input (G and its eigensolve
+// in f64) must satisfy ‖A·v_i‖ = σ_i for A = X (tall) or Xᵀ (wide), checked by an f64 product of
+// the input itself, independent of how G was formed, and σ must match the CPU-side values to the
+// rounding of the f32 input.
+TEST_F(CudaDeviceTest, BlockedGramGivesTheExactBasisOfTheInput) {
+  const uint64_t seed = FreshSeed();
+  SCOPED_TRACE(SeedTrace(seed));
+  struct Shape {
+    int64_t L, d;
+  };
+  for (const Shape sh : {Shape{1500, 1024}, Shape{1500, 1026}, Shape{1100, 1600}, Shape{1030, 1500},
+                         Shape{900, 700}}) {
+    const int64_t L = sh.L, d = sh.d, r = 12;
+    SCOPED_TRACE(absl::StrCat("L=", L, " d=", d));
+    DeviceBuffer x = LowRankPlusNoise(*ctx_, DevType::kF32, L, d, r, seed + L + d, 0.1);
+    BasisOptions options;
+    options.policy = RankPolicy::Fixed(r);
+    options.method = DecomposeMethod::kExact;
+    absl::StatusOr<DeviceBasis> b =
+        ComputePrincipalBases(*ctx_, ConstMat{DevType::kF32, x.get(), d}, L, d, options);
+    ASSERT_TRUE(b.ok()) << b.status();
+    // Z = X·Vᵀ [L, r] (row i of V is v_i) in f64: column i has norm σ_i.
+    absl::StatusOr<DeviceBuffer> x64 = ctx_->Alloc(DevType::kF64, L * d);
+    absl::StatusOr<DeviceBuffer> z = ctx_->Alloc(DevType::kF64, L * r);
+    ASSERT_TRUE(x64.ok() && z.ok());
+    ASSERT_EQ(LaunchConvert(DevType::kF32, x.get(), DevType::kF64, x64->get(), L * d,
+                            ctx_->stream()),
+              cudaSuccess);
+    ASSERT_TRUE(Gemm(*ctx_, false, true, L, r, d, 1.0, ConstMat{DevType::kF64, x64->get(), d},
+                     ConstMat{DevType::kF64, b->vt.get(), d}, 0.0,
+                     Mat{DevType::kF64, z->get(), r})
+                    .ok());
+    const std::vector<double> zh = ToHost(DevType::kF64, z->get(), L * r);
+    for (int64_t i = 0; i < r; ++i) {
+      double norm2 = 0;
+      for (int64_t t = 0; t < L; ++t) norm2 += zh[t * r + i] * zh[t * r + i];
+      EXPECT_NEAR(std::sqrt(norm2), b->sigma[i], 1e-9 * b->sigma[0]) << i;
+    }
+  }
+}
+
 // ‖V Vᵀ − I‖_max for the rows of a basis side (f64 on the host).
 double RowOrthonormalityError(const std::vector<double>& rows, int64_t r, int64_t n) {
   double worst = 0;
