@@ -55,8 +55,9 @@ struct BasisOptions {
   int cholqr_passes_inner = 1;
   int cholqr_passes_final = 2;
   // The final orthonormalisation: after its first CholeskyQR pass, ‖QᵀQ − I‖_F is measured and
-  // brought below 1e-10 by Newton–Schulz steps Q ← Q·(1.5·I − 0.5·QᵀQ) (one GEMM each, squaring
-  // the error) while it is small, by further CholeskyQR passes while it is not, at most
+  // brought below 1e-10 by third-order Newton–Schulz steps Q ← Q·(I − E/2 + 3E²/8), E = QᵀQ − I
+  // (a tall GEMM and a k x k one each, the error e → ~(5/8)·e³) while it is small, by further
+  // CholeskyQR passes while it is not, at most
   // cholqr_passes_final + 1 steps in all. false: exactly cholqr_passes_final passes.
   bool final_newton_schulz = true;
   // With final_newton_schulz: the Rayleigh–Ritz product runs on the side stream beside the

@@ -349,6 +349,14 @@ __global__ void AxpyScalarKernel(T* y, const T* x, int64_t n, const double* scal
   }
 }
 
+__global__ void ShiftedProductKernel(const float* product, const double* q, const double* scalar,
+                                     double* out, int64_t n) {
+  const double s = scalar[0];
+  for (int64_t i = GlobalIndex(); i < n; i += GlobalStride()) {
+    out[i] = fma(s, q[i], static_cast<double>(product[i]));
+  }
+}
+
 template <typename T>
 __global__ void SymmetrizeKernel(T* a, int64_t n) {
   const int64_t total = n * n;
@@ -505,7 +513,8 @@ __global__ void DotPartialKernel(const double* a, const double* b, int64_t n, do
   if (threadIdx.x == 0) partial[blockIdx.x] = acc;
 }
 
-__global__ void NewtonSchulzFactorKernel(const double* w, int64_t n, double* m, double* partial) {
+__global__ void NewtonSchulzFactorKernel(const double* w, int64_t n, double* m, double* half_e,
+                                         double* partial) {
   double acc = 0.0;
   for (int64_t idx = GlobalIndex(); idx < n * n; idx += GlobalStride()) {
     const int64_t i = idx / n;
@@ -514,6 +523,7 @@ __global__ void NewtonSchulzFactorKernel(const double* w, int64_t n, double* m, 
     const double e = w[min(i, j) + max(i, j) * n] - (i == j ? 1.0 : 0.0);
     acc += e * e;
     m[idx] = (i == j ? 1.0 : 0.0) - 0.5 * e;
+    if (half_e != nullptr) half_e[idx] = 0.5 * e;
   }
   acc = BlockSum(acc);
   if (threadIdx.x == 0) partial[blockIdx.x] = acc;
@@ -658,6 +668,13 @@ cudaError_t LaunchAxpyDeviceScalar(DevType t, void* y, const void* x, int64_t n,
   return Launched();
 }
 
+cudaError_t LaunchShiftedProduct(const float* product, const double* q, const double* scalar,
+                                 double* out, int64_t n, cudaStream_t stream) {
+  if (n <= 0) return cudaSuccess;
+  ShiftedProductKernel<<<GridFor(n), kThreads, 0, stream>>>(product, q, scalar, out, n);
+  return Launched();
+}
+
 cudaError_t LaunchSymmetrize(DevType t, void* a, int64_t n, cudaStream_t stream) {
   if (n <= 1) return cudaSuccess;
   ATP_DISPATCH_FLOAT(t, T, SymmetrizeKernel<T><<<GridFor(n * n), kThreads, 0, stream>>>(static_cast<T*>(a), n));
@@ -703,8 +720,8 @@ cudaError_t LaunchDotPartials(const double* a, const double* b, int64_t n, doubl
 }
 
 cudaError_t LaunchNewtonSchulzFactor(const double* w, int64_t n, double* m, double* partial,
-                                     cudaStream_t stream) {
-  NewtonSchulzFactorKernel<<<kDotBlocks, kThreads, 0, stream>>>(w, n, m, partial);
+                                     cudaStream_t stream, double* half_e) {
+  NewtonSchulzFactorKernel<<<kDotBlocks, kThreads, 0, stream>>>(w, n, m, half_e, partial);
   return Launched();
 }
 

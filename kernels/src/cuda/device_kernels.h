@@ -85,6 +85,11 @@ cudaError_t LaunchScaledRootOfSum(const double* v, int64_t n, double factor, dou
 cudaError_t LaunchAxpyDeviceScalar(DevType t, void* y, const void* x, int64_t n,
                                    const double* scalar, double factor, cudaStream_t stream);
 
+// out[i] = product[i] + scalar[0] * q[i] (product f32, the rest f64; scalar on the device): an
+// f32 product with G turned into the f64 product with G + cI in one pass.
+cudaError_t LaunchShiftedProduct(const float* product, const double* q, const double* scalar,
+                                 double* out, int64_t n, cudaStream_t stream);
+
 // a = (a + a^T) / 2 for an n x n contiguous f32 or f64 matrix.
 cudaError_t LaunchSymmetrize(DevType t, void* a, int64_t n, cudaStream_t stream);
 
@@ -111,9 +116,11 @@ cudaError_t LaunchDotPartials(const double* a, const double* b, int64_t n, doubl
 // One Newton–Schulz step towards orthonormality for a nearly orthonormal Q (f64): from its Gram
 // matrix W = QᵀQ (n x n, the upper triangle of the column-major view, as GramUpper writes it),
 // m = 1.5·I − 0.5·W as a full n x n matrix (Q·m is orthonormal up to O(‖W − I‖²)), and
-// partial[b], b < kDotBlocks, block sums of the squared entries of W − I (‖W − I‖_F² in total).
+// partial[b], b < kDotBlocks, block sums of the squared entries of W − I (‖W − I‖_F² in total),
+// and, if half_e is not null, half_e = (W − I)/2 as a full n x n matrix (for the third-order step
+// m + 1.5·half_e², orthonormal up to O(‖W − I‖³)).
 cudaError_t LaunchNewtonSchulzFactor(const double* w, int64_t n, double* m, double* partial,
-                                     cudaStream_t stream);
+                                     cudaStream_t stream, double* half_e = nullptr);
 
 // *flag is set to 1 if any of the n elements is NaN or infinite (it is never cleared).
 cudaError_t LaunchFlagNonFinite(DevType t, const void* x, int64_t n, int* flag,
