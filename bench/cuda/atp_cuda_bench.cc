@@ -368,8 +368,6 @@ void Variants(DeviceContext& ctx, const Flags& f) {
   };
   const std::vector<Variant> variants = {
       {"default", [](BasisOptions&) {}},
-      {"rayleigh_ritz_after", [](BasisOptions& o) { o.rayleigh_ritz_beside = false; }},
-      {"max4", [](BasisOptions& o) { o.power_iterations = 4; }},
       {"cusolver_potrf", [](BasisOptions& o) { o.own_cholesky = false; }},
       {"syevd", [](BasisOptions& o) { o.eig = EigSolver::kSyevd; }},
       {"final1", [](BasisOptions& o) { o.cholqr_passes_final = 1; }},

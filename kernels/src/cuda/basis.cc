@@ -143,12 +143,8 @@ class BasisRun {
   // Options.beside with the side stream already forked (once, as Beside).
   absl::Status BesideForked();
   // The orthonormalisation before Rayleigh–Ritz of y [m, k] (f64) after its first CholeskyQR
-  // pass; spare is a buffer of y's size (the two may be swapped). With `factors`, the factors of
-  // the Newton–Schulz steps taken are appended there (y_out = y_in·F1·F2·...), or *exact is set to
-  // false if a CholeskyQR pass was needed as well (or instead).
-  absl::Status FinalOrthonormalisation(DeviceBuffer& y, DeviceBuffer& spare,
-                                       std::vector<DeviceBuffer>* factors = nullptr,
-                                       bool* exact = nullptr);
+  // pass; spare is a buffer of y's size (the two may be swapped).
+  absl::Status FinalOrthonormalisation(DeviceBuffer& y, DeviceBuffer& spare);
   absl::Status Exact();
   absl::Status Randomized();
   absl::Status ApplyG(const void* q, int split, bool shifted, void* out);
@@ -264,15 +260,10 @@ absl::Status BasisRun::BesideForked() {
   return opt_.beside();
 }
 
-absl::Status BasisRun::FinalOrthonormalisation(DeviceBuffer& y, DeviceBuffer& spare,
-                                                std::vector<DeviceBuffer>* factors, bool* exact) {
+absl::Status BasisRun::FinalOrthonormalisation(DeviceBuffer& y, DeviceBuffer& spare) {
   const int full = std::clamp(opt_.cholqr_passes_final, 1, 4);
-  auto untracked = [&] {
-    if (exact != nullptr) *exact = false;
-  };
   if (!opt_.final_newton_schulz) {
     if (full > 1) {
-      untracked();
       ATP_RETURN_IF_ERROR(CholeskyQr(ctx_, ct_, k_, m_, /*columns=*/true, y.get(), full - 1,
                                      10.0 * UnitRoundoff(ct_), NextInfos(full - 1),
                                      opt_.own_cholesky));
@@ -292,9 +283,6 @@ absl::Status BasisRun::FinalOrthonormalisation(DeviceBuffer& y, DeviceBuffer& sp
   ATP_ASSIGN_OR_RETURN(DeviceBuffer factor, ctx_.Alloc(ct_, k_ * k_));
   ATP_ASSIGN_OR_RETURN(DeviceBuffer partial, ctx_.Alloc(DevType::kF64, kDotBlocks));
   for (int step = 1; step <= full; ++step) {
-    if (factor.empty()) {  // the previous one went to `factors`
-      ATP_ASSIGN_OR_RETURN(factor, ctx_.Alloc(ct_, k_ * k_));
-    }
     ATP_RETURN_IF_ERROR(GramUpper(ctx_, ct_, k_, m_, /*columns=*/true, y.get(), w.get()));
     ATP_RETURN_IF_ERROR(Launched(
         LaunchNewtonSchulzFactor(w.as<double>(), k_, factor.as<double>(), partial.as<double>(),
@@ -316,14 +304,12 @@ absl::Status BasisRun::FinalOrthonormalisation(DeviceBuffer& y, DeviceBuffer& sp
     if (error <= kStepMax) {
       std::swap(y, spare);
       ++newton_schulz_steps_;
-      if (factors != nullptr) factors->push_back(std::move(factor));
       if (error <= kTarget || 0.625 * error * error * error * (1.0 + error) <= 0.5 * kTarget) {
         break;
       }
       continue;
     }
     // Too far off for a Newton–Schulz step: another CholeskyQR pass.
-    untracked();
     ATP_RETURN_IF_ERROR(CholeskyQrWithGram(ctx_, ct_, k_, m_, /*columns=*/true, y.get(), w.get(),
                                            10.0 * UnitRoundoff(ct_), NextInfos(1),
                                            opt_.own_cholesky));
@@ -416,9 +402,6 @@ absl::Status BasisRun::Randomized() {
       LaunchFillGaussian(ct_, omega.get(), m_ * k_, opt_.seed, 0, ctx_.stream()), "start block"));
   ATP_ASSIGN_OR_RETURN(DeviceBuffer y, ctx_.Alloc(ct_, m_ * k_));
   ATP_ASSIGN_OR_RETURN(DeviceBuffer y_next, ctx_.Alloc(ct_, m_ * k_));
-  DeviceBuffer gq, q_first;  // the Rayleigh–Ritz product and the Q it was taken of
-  std::vector<DeviceBuffer> rr_factors;
-  bool rr_tracked = false;
   for (int it = 0; it < products; ++it) {
     const void* from = it == 0 ? omega.get() : y.get();
     ATP_RETURN_IF_ERROR(ApplyG(from, iteration_split, /*shifted=*/true, y_next.get()));
@@ -460,27 +443,7 @@ absl::Status BasisRun::Randomized() {
       if (converged && it + 1 >= min_products) last = true;
     }
     if (last) {
-      if (opt_.final_newton_schulz && opt_.rayleigh_ritz_beside) {
-        // The Rayleigh–Ritz product G·Q on the side stream, from a copy of Q as the first final
-        // pass left it, while the Newton–Schulz steps (mostly host round trips) run: they
-        // multiply Q by factors F near I, so Qᵀ_final·G·Q_final = Qᵀ_final·(G·Q)·F1·F2·...
-        ATP_ASSIGN_OR_RETURN(gq, ctx_.Alloc(ct_, m_ * k_));
-        ATP_ASSIGN_OR_RETURN(q_first, ctx_.Alloc(ct_, m_ * k_));
-        ATP_CUDA(cudaMemcpyAsync(q_first.get(), y.get(), m_ * k_ * DevTypeSize(ct_),
-                                 cudaMemcpyDeviceToDevice, ctx_.stream()));
-        ATP_RETURN_IF_ERROR(ctx_.ForkSide());
-        {
-          SideStreamScope side(ctx_);
-          ATP_RETURN_IF_ERROR(ApplyG(q_first.get(), rr_split, /*shifted=*/false, gq.get()));
-        }
-        rr_tracked = true;
-        ATP_RETURN_IF_ERROR(FinalOrthonormalisation(y, y_next, &rr_factors, &rr_tracked));
-        ATP_RETURN_IF_ERROR(ctx_.JoinSide());
-        q_first.Reset();
-        if (rr_tracked) ++products_;
-      } else {
-        ATP_RETURN_IF_ERROR(FinalOrthonormalisation(y, y_next));
-      }
+      ATP_RETURN_IF_ERROR(FinalOrthonormalisation(y, y_next));
     } else {
       const int more = std::clamp(opt_.cholqr_passes_inner, 1, 4) - 1;
       if (more > 0) {
@@ -498,27 +461,13 @@ absl::Status BasisRun::Randomized() {
   q_ = std::move(y);
   Mark("subspace");
 
-  // Rayleigh–Ritz: T = Qᵀ G Q (symmetrised), with the accurate product — computed above beside
-  // the final orthonormalisation when that took only Newton–Schulz steps.
-  if (!rr_tracked) {
-    rr_factors.clear();
-    if (gq.empty()) {
-      ATP_ASSIGN_OR_RETURN(gq, ctx_.Alloc(ct_, m_ * k_));
-    }
-    ATP_RETURN_IF_ERROR(ApplyG(q_.get(), rr_split, /*shifted=*/false, gq.get()));
-    ++products_;
-  }
+  // Rayleigh–Ritz: T = Qᵀ G Q (symmetrised), with the accurate product.
+  ATP_ASSIGN_OR_RETURN(DeviceBuffer gq, ctx_.Alloc(ct_, m_ * k_));
+  ATP_RETURN_IF_ERROR(ApplyG(q_.get(), rr_split, /*shifted=*/false, gq.get()));
+  ++products_;
   ATP_ASSIGN_OR_RETURN(DeviceBuffer t, ctx_.Alloc(ct_, k_ * k_));
   ATP_RETURN_IF_ERROR(Gemm(ctx_, true, false, k_, k_, m_, 1.0, ConstMat{ct_, q_.get(), k_},
                            ConstMat{ct_, gq.get(), k_}, 0.0, Mat{ct_, t.get(), k_}));
-  if (!rr_factors.empty()) {
-    ATP_ASSIGN_OR_RETURN(DeviceBuffer spare, ctx_.Alloc(ct_, k_ * k_));
-    for (const DeviceBuffer& f : rr_factors) {
-      ATP_RETURN_IF_ERROR(Gemm(ctx_, false, false, k_, k_, k_, 1.0, ConstMat{ct_, t.get(), k_},
-                               ConstMat{ct_, f.get(), k_}, 0.0, Mat{ct_, spare.get(), k_}));
-      std::swap(t, spare);
-    }
-  }
   ATP_RETURN_IF_ERROR(Launched(LaunchSymmetrize(ct_, t.get(), k_, ctx_.stream()), "symmetrize"));
   gq.Reset();
   g_split_ = SplitMatrix();

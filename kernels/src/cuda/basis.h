@@ -60,10 +60,6 @@ struct BasisOptions {
   // CholeskyQR passes while it is not, at most
   // cholqr_passes_final + 1 steps in all. false: exactly cholqr_passes_final passes.
   bool final_newton_schulz = true;
-  // With final_newton_schulz: the Rayleigh–Ritz product runs on the side stream beside the
-  // Newton–Schulz steps (on Q as the first final pass left it; the steps' factors are applied to
-  // the k x k result), unless a further CholeskyQR pass was needed.
-  bool rayleigh_ritz_beside = true;
   int iteration_split = 2;
   int rayleigh_ritz_split = 3;
   EigSolver eig = EigSolver::kResident;
