@@ -368,6 +368,7 @@ void Variants(DeviceContext& ctx, const Flags& f) {
   };
   const std::vector<Variant> variants = {
       {"default", [](BasisOptions&) {}},
+      {"max4", [](BasisOptions& o) { o.power_iterations = 4; }},
       {"cusolver_potrf", [](BasisOptions& o) { o.own_cholesky = false; }},
       {"syevd", [](BasisOptions& o) { o.eig = EigSolver::kSyevd; }},
       {"final1", [](BasisOptions& o) { o.cholqr_passes_final = 1; }},
