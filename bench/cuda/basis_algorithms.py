@@ -62,31 +62,25 @@ for k in (528, 544, 576):
             report(f"SI start={start} p={p}", si(p, k, start), p + 1)
 
 # Block Krylov: [Q0, G Q0, ..., G^{q} Q0] orthonormalised, block b
+def extend_krylov(Q, depth):
+    blocks = [Q]
+    for _ in range(depth - 1):
+        Z = G @ blocks[-1]
+        B = torch.cat(blocks, 1)
+        Z = Z - B @ (B.T @ Z); Z = Z - B @ (B.T @ Z)
+        blocks.append(orth(Z))
+    return torch.cat(blocks, 1)
 def krylov(b, depth, start='gauss'):
     gen = torch.Generator(device=dev).manual_seed(2)
     Q = torch.randn(d, b, device=dev, dtype=torch.float64, generator=gen)
     if start == 'sketch':
         Q = X.T @ torch.randn(L, b, device=dev, dtype=torch.float64, generator=gen)
-    Q = orth(Q)
-    blocks = [Q]
-    for _ in range(depth - 1):
-        Z = G @ blocks[-1]
-        B = torch.cat(blocks, 1)
-        Z = Z - B @ (B.T @ Z); Z = Z - B @ (B.T @ Z)
-        blocks.append(orth(Z))
-    return torch.cat(blocks, 1)
+    return extend_krylov(orth(Q), depth)
 for b, depth in ((132, 4), (176, 3), (264, 2), (106, 5), (88, 6)):
     report(f"block Krylov b={b} depth={depth}", krylov(b, depth), depth)
 # Krylov after a few subspace iterations: start block from SI(p) of width b
 def si_krylov(p, b, depth):
-    Q = si(p, b)
-    blocks = [Q]
-    for _ in range(depth - 1):
-        Z = G @ blocks[-1]
-        B = torch.cat(blocks, 1)
-        Z = Z - B @ (B.T @ Z); Z = Z - B @ (B.T @ Z)
-        blocks.append(orth(Z))
-    return torch.cat(blocks, 1)
+    return extend_krylov(si(p, b), depth)
 for p, b, depth in ((2, 264, 2), (3, 264, 2), (4, 264, 2), (2, 176, 3), (3, 176, 3)):
     report(f"SI p={p} then Krylov b={b} depth={depth}", si_krylov(p, b, depth), p + depth)
 # RR on [Q_{p-1}, Q_p] (two last iterates) — larger k
