@@ -368,7 +368,13 @@ void Variants(DeviceContext& ctx, const Flags& f) {
   };
   const std::vector<Variant> variants = {
       {"default", [](BasisOptions&) {}},
-      {"max4", [](BasisOptions& o) { o.power_iterations = 4; }},
+      {"unshifted5",
+       [](BasisOptions& o) {
+         o.shift_fraction = 0;
+         o.power_iterations = 5;
+       }},
+      {"unshifted4", [](BasisOptions& o) { o.shift_fraction = 0; }},
+      {"shifted5", [](BasisOptions& o) { o.power_iterations = 5; }},
       {"cusolver_potrf", [](BasisOptions& o) { o.own_cholesky = false; }},
       {"syevd", [](BasisOptions& o) { o.eig = EigSolver::kSyevd; }},
       {"final1", [](BasisOptions& o) { o.cholqr_passes_final = 1; }},
@@ -432,7 +438,8 @@ void Variants(DeviceContext& ctx, const Flags& f) {
           ",\"stages\":", StagesJson(t), ",\"sigma_max_rel_err\":", Num(sigma_err),
           ",\"reconstruction_vs_optimum\":", Num(std::sqrt(resid / std::max(optimum_sq, 1e-300))),
           ",\"products\":", last.products, ",\"cholqr_passes\":", last.cholqr_passes,
-          ",\"newton_schulz_steps\":", last.newton_schulz_steps, "}"));
+          ",\"newton_schulz_steps\":", last.newton_schulz_steps, ",\"shift\":", Num(last.shift),
+          ",\"shift_rejected\":", last.shift_rejected ? "true" : "false", "}"));
     });
   }
 

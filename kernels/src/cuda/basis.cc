@@ -121,6 +121,8 @@ class BasisRun {
         opt_(options) {}
 
   absl::StatusOr<DeviceBasis> Run();
+  // After Run(): the shifted iteration failed its check and the result is empty.
+  bool shift_rejected() const { return shift_rejected_; }
 
  private:
   void Mark(const char* stage) const {
@@ -181,6 +183,8 @@ class BasisRun {
   int products_ = 0;
   int cholqr_passes_ = 0;
   int newton_schulz_steps_ = 0;
+  double shift_ = 0.0;
+  bool shift_rejected_ = false;
   DeviceBuffer e_;  // eigen side rows [rank, m]
   DeviceBuffer z_;  // other side rows [rank, L or d]
   std::vector<double> sigma_;
@@ -381,6 +385,7 @@ absl::Status BasisRun::Randomized() {
     ATP_RETURN_IF_ERROR(Launched(LaunchScaledRootOfSum(row_sq.as<double>(), m_, f64 ? 1e-7 : 1e-6,
                                                        scalars_.as<double>() + 1, ctx_.stream()),
                                  "gram shift"));
+    ATP_CUDA(cudaMemsetAsync(scalars_.as<double>() + 2, 0, sizeof(double), ctx_.stream()));
   }
   if (!f64) {
     const int levels = std::max(opt_.iteration_split, opt_.rayleigh_ritz_split);
@@ -412,6 +417,14 @@ absl::Status BasisRun::Randomized() {
     Mark("subspace_products");
     bool last = it + 1 == products;
     const bool check = !last && it > 0 && opt_.adaptive_tolerance > 0;
+    // The shift, from the residual of Q after the first product (`from` at the second product).
+    const bool estimate = !last && it == 1 && opt_.shift_fraction > 0.0 && m_ > k_;
+    if (estimate && !check) {
+      ATP_RETURN_IF_ERROR(
+          Launched(LaunchDotPartials(static_cast<const double*>(from), y_next.as<double>(), m_ * k_,
+                                     partial.as<double>(), ctx_.stream()),
+                   "captured energy"));
+    }
     if (check) {
       // `from` is orthonormal: trace(fromᵀ G from) = sum(from ∘ (G + cI)from) - c·k is the energy
       // its span captures, and the residual is what is left of ||X||_F^2.
@@ -423,6 +436,17 @@ absl::Status BasisRun::Randomized() {
       ATP_RETURN_IF_ERROR(
           ctx_.StageToHost(kDotBlocks * sizeof(double), scalars_.get(), 2 * sizeof(double)));
       Mark("subspace_checks");
+    }
+    if (estimate) {
+      // s[2] = μ and the products' shift s[1] −= μ, after the check above was staged with the
+      // shift this product was taken with; this product then loses its μ·Q too.
+      ATP_RETURN_IF_ERROR(Launched(LaunchEstimateShift(partial.as<double>(), scalars_.as<double>(),
+                                                       k_, m_, opt_.shift_fraction, ctx_.stream()),
+                                   "spectral shift"));
+      ATP_RETURN_IF_ERROR(Launched(LaunchAxpyDeviceScalar(ct_, y_next.get(), from, m_ * k_,
+                                                          scalars_.as<double>() + 2, -1.0,
+                                                          ctx_.stream()),
+                                   "shift product"));
     }
     std::swap(y, y_next);
     // The first CholeskyQR pass is the same whether this block turns out to be the last one or
@@ -612,9 +636,21 @@ absl::StatusOr<DeviceBasis> BasisRun::Run() {
   const int64_t n_eig = exact ? m_ : k_;
 
   ATP_ASSIGN_OR_RETURN(std::vector<double> lambda, ToHostDoubles(ctx_, ct_, lambda_.get(), n_eig));
-  double total = 0.0;
-  ATP_RETURN_IF_ERROR(ctx_.CopyToHost(&total, scalars_.get(), sizeof(double)));
-  ATP_RETURN_IF_ERROR(CheckInfos(exact ? "eigensolve" : "subspace iteration"));
+  double host_scalars[3] = {0.0, 0.0, 0.0};
+  ATP_RETURN_IF_ERROR(
+      ctx_.CopyToHost(host_scalars, scalars_.get(), (exact ? 1 : 3) * sizeof(double)));
+  const double total = host_scalars[0];
+  shift_ = host_scalars[2];
+  const absl::Status factorisations = CheckInfos(exact ? "eigensolve" : "subspace iteration");
+  // The spectral shift's check (BasisOptions::shift_fraction): μ <= θ_k / 2, θ_k the smallest Ritz
+  // value (lambda is ascending), and no failed factorisation. The caller computes the basis again
+  // without a shift otherwise.
+  if (!exact && shift_ > 0.0 &&
+      (!factorisations.ok() || !(shift_ <= 0.5 * std::max(lambda[0], 0.0)))) {
+    shift_rejected_ = true;
+    return DeviceBasis();
+  }
+  ATP_RETURN_IF_ERROR(factorisations);
   if (total == 0.0) return ZeroBases(ResolveRank(policy, l_, d_, opt_.backend_max_rank, {}, 0.0));
   std::vector<double> sigma_sq(static_cast<size_t>(n_eig));
   for (int64_t i = 0; i < n_eig; ++i) sigma_sq[i] = std::max(lambda[n_eig - 1 - i], 0.0);
@@ -764,6 +800,7 @@ absl::StatusOr<DeviceBasis> BasisRun::Run() {
   out.products = products_;
   out.cholqr_passes = cholqr_passes_;
   out.newton_schulz_steps = newton_schulz_steps_;
+  out.shift = shift_;
   double captured = 0.0;
   for (double s : out.sigma) captured += s * s;
   out.captured_energy = total > 0.0 ? std::clamp(captured / total, 0.0, 1.0) : 1.0;
@@ -776,8 +813,17 @@ absl::StatusOr<DeviceBasis> BasisRun::Run() {
 absl::StatusOr<DeviceBasis> ComputePrincipalBases(DeviceContext& ctx, ConstMat x, int64_t length,
                                                   int64_t width, const BasisOptions& options) {
   if (x.type == DevType::kF64) return absl::InternalError("ComputePrincipalBases: f64 input");
-  BasisRun run(ctx, x, length, width, options);
-  return run.Run();
+  {
+    BasisRun run(ctx, x, length, width, options);
+    absl::StatusOr<DeviceBasis> basis = run.Run();
+    if (!basis.ok() || !run.shift_rejected()) return basis;
+  }
+  BasisOptions unshifted = options;
+  unshifted.shift_fraction = 0.0;
+  BasisRun run(ctx, x, length, width, unshifted);
+  absl::StatusOr<DeviceBasis> basis = run.Run();
+  if (basis.ok()) basis->shift_rejected = true;
+  return basis;
 }
 
 }  // namespace atp::kernels::cuda

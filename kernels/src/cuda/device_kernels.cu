@@ -349,6 +349,18 @@ __global__ void AxpyScalarKernel(T* y, const T* x, int64_t n, const double* scal
   }
 }
 
+__global__ void EstimateShiftKernel(const double* partial, int blocks, double* s, int64_t k,
+                                    int64_t m, double fraction) {
+  if (threadIdx.x != 0 || blockIdx.x != 0) return;
+  double sum = 0.0;
+  for (int b = 0; b < blocks; ++b) sum += partial[b];
+  const double energy = sum - s[1] * static_cast<double>(k);
+  const double residual = fmax(s[0] - energy, 0.0);
+  const double mu = m > k ? fraction * residual / static_cast<double>(m - k) : 0.0;
+  s[2] = mu;
+  s[1] -= mu;
+}
+
 __global__ void ShiftedProductKernel(const float* product, const double* q, const double* scalar,
                                      double* out, int64_t n) {
   const double s = scalar[0];
@@ -665,6 +677,12 @@ cudaError_t LaunchAxpyDeviceScalar(DevType t, void* y, const void* x, int64_t n,
                                    const double* scalar, double factor, cudaStream_t stream) {
   if (n <= 0) return cudaSuccess;
   ATP_DISPATCH_FLOAT(t, T, AxpyScalarKernel<T><<<GridFor(n), kThreads, 0, stream>>>(static_cast<T*>(y), static_cast<const T*>(x), n, scalar, factor));
+  return Launched();
+}
+
+cudaError_t LaunchEstimateShift(const double* partial, double* scalars, int64_t k, int64_t m,
+                                double fraction, cudaStream_t stream) {
+  EstimateShiftKernel<<<1, 32, 0, stream>>>(partial, kDotBlocks, scalars, k, m, fraction);
   return Launched();
 }
 

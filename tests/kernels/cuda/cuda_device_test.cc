@@ -477,6 +477,54 @@ TEST_F(CudaDeviceTest, RandomizedBasisOrthonormalisationPathsAgree) {
   }
 }
 
+// The spectral shift (BasisOptions::shift_fraction): on inputs with a spectral gap the shifted
+// iteration finds the same singular values as the unshifted one; an absurd shift fraction makes μ
+// exceed half the smallest Ritz value, so the check rejects it and the basis is computed again
+// without a shift — the same result as asking for no shift.
+TEST_F(CudaDeviceTest, SpectralShiftIsCheckedAndFallsBack) {
+  const uint64_t seed = FreshSeed();
+  SCOPED_TRACE(SeedTrace(seed));
+  const int64_t L = 2500, d = 700, r = 40;
+  for (const char* input : {"gapped", "rank-deficient", "flat", "moderate"}) {
+    for (DevType t : {DevType::kF32, DevType::kBF16}) {
+      SCOPED_TRACE(absl::StrCat(DevTypeName(t), " ", input));
+      const std::string kind = input;
+      const double noise = kind == "gapped" ? 0.01 : kind == "moderate" ? 1.0 : 0.0;
+      DeviceBuffer x = kind == "flat" ? Gaussian(t, L * d, seed)
+                                      : LowRankPlusNoise(*ctx_, t, L, d, 24, seed, noise);
+      const ConstMat xm{t, x.get(), d};
+      std::vector<DeviceBasis> bases;
+      for (double fraction : {0.0, 0.5, 1e6}) {
+        SCOPED_TRACE(absl::StrCat("shift fraction ", fraction));
+        BasisOptions options;
+        options.policy = RankPolicy::Fixed(r);
+        options.method = DecomposeMethod::kRandomized;
+        options.shift_fraction = fraction;
+        absl::StatusOr<DeviceBasis> b = ComputePrincipalBases(*ctx_, xm, L, d, options);
+        ASSERT_TRUE(b.ok()) << b.status();
+        ASSERT_EQ(b->rank, r);
+        EXPECT_GE(b->shift, 0.0);
+        EXPECT_LE(RowOrthonormalityError(ToHost(b->type, b->vt.get(), r * d), r, d), 1e-10);
+        bases.push_back(*std::move(b));
+      }
+      EXPECT_EQ(bases[0].shift, 0.0);
+      EXPECT_FALSE(bases[0].shift_rejected);
+      if (kind != "rank-deficient") {  // there the residual, hence μ, may be exactly 0
+        EXPECT_TRUE(bases[2].shift_rejected);
+        EXPECT_EQ(bases[2].shift, 0.0);
+        for (int64_t i = 0; i < r; ++i) {
+          EXPECT_NEAR(bases[2].sigma[i], bases[0].sigma[i], 1e-12 * bases[0].sigma[0]) << i;
+        }
+      }
+      if (kind == "gapped" || kind == "rank-deficient") {  // a gap after the 24th
+        for (int64_t i = 0; i < 24; ++i) {
+          EXPECT_NEAR(bases[1].sigma[i], bases[0].sigma[i], 1e-6 * bases[0].sigma[i]) << i;
+        }
+      }
+    }
+  }
+}
+
 TEST_F(CudaDeviceTest, AtpLayerRunsWithCudnnAndOwnCoreAlike) {
   const uint64_t seed = FreshSeed();
   SCOPED_TRACE(SeedTrace(seed));
