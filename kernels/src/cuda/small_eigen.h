@@ -28,7 +28,12 @@ namespace atp::kernels::cuda {
 
 constexpr int64_t kSmallEigenMaxN = 608;
 constexpr int kSmallEigenMaxGroup = 32;
-constexpr double kSmallEigenGroupGap = 1e-8;
+// 1e-9: the eigenvectors of ungrouped neighbours are then orthogonal to ~u/1e-9 ≈ 2e-7, which
+// the basis' Newton–Schulz step on the Ritz vectors removes; 1e-8 made the better converged
+// Rayleigh–Ritz matrix of the shifted subspace iteration (clustered noise Ritz values) take
+// 2.99 ms instead of 2.64 in larger sequential groups (bench/cuda/NOTES.md v11; 1e-7 -> 1e-8
+// was v5's step).
+constexpr double kSmallEigenGroupGap = 1e-9;
 
 // Whether the current device can run the solver for this n (thread-block clusters, enough
 // shared memory). Thread-safe; the device query is cached per device.
