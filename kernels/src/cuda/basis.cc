@@ -121,8 +121,10 @@ class BasisRun {
         opt_(options) {}
 
   absl::StatusOr<DeviceBasis> Run();
-  // After Run(): the shifted iteration failed its check and the result is empty.
+  // After Run(): the shifted iteration failed its check and the result is empty; whether
+  // options.beside was called.
   bool shift_rejected() const { return shift_rejected_; }
+  bool beside_started() const { return beside_started_; }
 
  private:
   void Mark(const char* stage) const {
@@ -813,13 +815,14 @@ absl::StatusOr<DeviceBasis> BasisRun::Run() {
 absl::StatusOr<DeviceBasis> ComputePrincipalBases(DeviceContext& ctx, ConstMat x, int64_t length,
                                                   int64_t width, const BasisOptions& options) {
   if (x.type == DevType::kF64) return absl::InternalError("ComputePrincipalBases: f64 input");
+  BasisOptions unshifted = options;
+  unshifted.shift_fraction = 0.0;
   {
     BasisRun run(ctx, x, length, width, options);
     absl::StatusOr<DeviceBasis> basis = run.Run();
     if (!basis.ok() || !run.shift_rejected()) return basis;
+    if (run.beside_started()) unshifted.beside = nullptr;  // its side work is queued already
   }
-  BasisOptions unshifted = options;
-  unshifted.shift_fraction = 0.0;
   BasisRun run(ctx, x, length, width, unshifted);
   absl::StatusOr<DeviceBasis> basis = run.Run();
   if (basis.ok()) basis->shift_rejected = true;

@@ -356,7 +356,10 @@ __global__ void EstimateShiftKernel(const double* partial, int blocks, double* s
   for (int b = 0; b < blocks; ++b) sum += partial[b];
   const double energy = sum - s[1] * static_cast<double>(k);
   const double residual = fmax(s[0] - energy, 0.0);
-  const double mu = m > k ? fraction * residual / static_cast<double>(m - k) : 0.0;
+  double mu = m > k ? fraction * residual / static_cast<double>(m - k) : 0.0;
+  // Not below the products' own shift s[1] (G's rounding level): there the residual is rounding
+  // (a matrix of rank < k) and a shift would only cost the final check a recomputation.
+  if (!(mu > s[1])) mu = 0.0;
   s[2] = mu;
   s[1] -= mu;
 }

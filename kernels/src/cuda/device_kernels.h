@@ -88,7 +88,8 @@ cudaError_t LaunchAxpyDeviceScalar(DevType t, void* y, const void* x, int64_t n,
 // The subspace iteration's spectral shift (basis.cc), on the device: from the block sums `partial`
 // of LaunchDotPartials of an orthonormal block Q [m, k] and its product (G + s[1]·I)·Q, the energy
 // Q captures is Σ partial − s[1]·k and the residual s[0] − energy (s[0] = trace(G)); sets
-// s[2] = fraction · max(residual, 0) / (m − k) (0 when m <= k) and s[1] −= s[2].
+// s[2] = fraction · max(residual, 0) / (m − k) (0 when m <= k or when that is not above s[1]) and
+// s[1] −= s[2].
 cudaError_t LaunchEstimateShift(const double* partial, double* scalars, int64_t k, int64_t m,
                                 double fraction, cudaStream_t stream);
 
