@@ -5,10 +5,12 @@
 // when L >= d, else Xᵀ), whose eigenvectors are the "eigen side" of the SVD (V when L >= d, U
 // otherwise); the other side is X·v / σ, re-orthonormalised.
 //   exact:      G in f64, a full cuSOLVER eigensolve (syevd) of G.
-//   randomized: block subspace iteration on G (shifted so that rank-deficient inputs stay
-//               well-conditioned) with one CholeskyQR pass after each product (the last one
-//               finished by Newton–Schulz steps, or more passes where the block is far from
-//               orthonormal), then Rayleigh–Ritz with a k x k eigensolve, k = r + oversampling.
+//   randomized: block subspace iteration on G (shifted up so that rank-deficient inputs stay
+//               well-conditioned, and from the third product down by a spectral shift μ that
+//               speeds convergence up where the unwanted spectrum reaches towards 0, verified at
+//               the end) with one CholeskyQR pass after each product (the last one finished by a
+//               Newton–Schulz step, or more passes where the block is far from orthonormal), then
+//               Rayleigh–Ritz with a k x k eigensolve, k = r + oversampling.
 //               G for an even m >= 1024 in 2 x 2 blocks (3/4 of the flops). f16/bf16 inputs: G in
 //               f32 from a tensor-core Gram product, products with G through bf16 splits of G (2
 //               or 3 parts).

@@ -348,6 +348,20 @@ DeviceBuffer LowRankPlusNoise(DeviceContext& ctx, DevType t, int64_t L, int64_t 
   return *std::move(out);
 }
 
+// The four inputs of the randomized-basis tests below: "gapped" (rank 24 plus noise 0.01),
+// "rank-deficient" (rank 24), "flat" (Gaussian) and "moderate" (rank 24 plus noise 1).
+DeviceBuffer BasisTestInput(DeviceContext& ctx, const std::string& kind, DevType t, int64_t L,
+                            int64_t d, uint64_t seed) {
+  if (kind != "flat") {
+    const double noise = kind == "gapped" ? 0.01 : kind == "moderate" ? 1.0 : 0.0;
+    return LowRankPlusNoise(ctx, t, L, d, 24, seed, noise);
+  }
+  absl::StatusOr<DeviceBuffer> b = ctx.Alloc(t, L * d);
+  EXPECT_TRUE(b.ok()) << b.status();
+  EXPECT_EQ(LaunchFillGaussian(t, b->get(), L * d, seed, 0, ctx.stream()), cudaSuccess);
+  return *std::move(b);
+}
+
 TEST_F(CudaDeviceTest, RandomizedBasisAtScaleMatchesTheExactOne) {
   const uint64_t seed = FreshSeed();
   SCOPED_TRACE(SeedTrace(seed));
@@ -450,9 +464,7 @@ TEST_F(CudaDeviceTest, RandomizedBasisOrthonormalisationPathsAgree) {
     for (DevType t : {DevType::kF32, DevType::kBF16}) {
       SCOPED_TRACE(absl::StrCat(DevTypeName(t), " ", input));
       const std::string kind = input;
-      const double noise = kind == "gapped" ? 0.01 : kind == "moderate" ? 1.0 : 0.0;
-      DeviceBuffer x = kind == "flat" ? Gaussian(t, L * d, seed)
-                                      : LowRankPlusNoise(*ctx_, t, L, d, 24, seed, noise);
+      DeviceBuffer x = BasisTestInput(*ctx_, kind, t, L, d, seed);
       const ConstMat xm{t, x.get(), d};
       std::vector<std::vector<double>> sigmas;
       for (bool newton_schulz : {true, false}) {
@@ -489,9 +501,7 @@ TEST_F(CudaDeviceTest, SpectralShiftIsCheckedAndFallsBack) {
     for (DevType t : {DevType::kF32, DevType::kBF16}) {
       SCOPED_TRACE(absl::StrCat(DevTypeName(t), " ", input));
       const std::string kind = input;
-      const double noise = kind == "gapped" ? 0.01 : kind == "moderate" ? 1.0 : 0.0;
-      DeviceBuffer x = kind == "flat" ? Gaussian(t, L * d, seed)
-                                      : LowRankPlusNoise(*ctx_, t, L, d, 24, seed, noise);
+      DeviceBuffer x = BasisTestInput(*ctx_, kind, t, L, d, seed);
       const ConstMat xm{t, x.get(), d};
       std::vector<DeviceBasis> bases;
       for (double fraction : {0.0, 0.5, 1e6}) {
