@@ -6,14 +6,14 @@
 // otherwise); the other side is X·v / σ, re-orthonormalised.
 //   exact:      G in f64, a full cuSOLVER eigensolve (syevd) of G.
 //   randomized: block subspace iteration on G (shifted up so that rank-deficient inputs stay
-//               well-conditioned, and from the third product down by a spectral shift μ that
+//               well-conditioned, and from the second product down by a spectral shift μ that
 //               speeds convergence up where the unwanted spectrum reaches towards 0, verified at
 //               the end) with one CholeskyQR pass after each product (the last one finished by a
 //               Newton–Schulz step, or more passes where the block is far from orthonormal), then
 //               Rayleigh–Ritz with a k x k eigensolve, k = r + oversampling.
-//               G for an even m >= 1024 in 2 x 2 blocks (3/4 of the flops). f16/bf16 inputs: G in
-//               f32 from a tensor-core Gram product, products with G through bf16 splits of G (2
-//               or 3 parts).
+//               G for an even m >= 1024 in 4 x 4 or 2 x 2 blocks (10/16 or 3/4 of the flops).
+//               f16/bf16 inputs: G in f32 from a tensor-core Gram product, products with G
+//               through bf16 splits of G (2 or 3 parts).
 //               f32 inputs: G and its products in f64. The small factorisations (CholeskyQR,
 //               eigensolve, Ritz vectors, the other side) are f64 on every path; the k x k
 //               eigensolve is the GPU-resident one of small_eigen.h where it applies.
@@ -50,7 +50,7 @@ struct BasisOptions {
   // Products with G: at most power_iterations, at least min_power_iterations; in between the
   // iteration stops once the residual ||X||_F^2 - trace(QᵀGQ) falls by less than
   // adaptive_tolerance of itself (0: always power_iterations).
-  // Spectral shift: from the third product on, the products are with G − μI, μ = shift_fraction ·
+  // Spectral shift: from the second product on, the products are with G − μI, μ = shift_fraction ·
   // (the residual after the first product) / (m − k), on the device (0: no shift). Shifting by
   // any μ <= λ_{k+1}/2 never slows the convergence of the wanted directions and speeds it up where
   // the unwanted spectrum reaches down towards 0 (the benchmark's noise: 4 shifted products give
@@ -69,8 +69,8 @@ struct BasisOptions {
   // The final orthonormalisation: after its first CholeskyQR pass, ‖QᵀQ − I‖_F is measured and
   // brought below 1e-10 by third-order Newton–Schulz steps Q ← Q·(I − E/2 + 3E²/8), E = QᵀQ − I
   // (a tall GEMM and a k x k one each, the error e → ~(5/8)·e³) while it is small, by further
-  // CholeskyQR passes while it is not, at most
-  // cholqr_passes_final + 1 steps in all. false: exactly cholqr_passes_final passes.
+  // CholeskyQR passes while it is not, at most cholqr_passes_final + 1 steps in all. false:
+  // exactly cholqr_passes_final passes.
   bool final_newton_schulz = true;
   int iteration_split = 2;
   int rayleigh_ritz_split = 3;
