@@ -3,7 +3,8 @@
 // the vectors, on random dense matrices, a Rayleigh–Ritz-like spectrum (a decaying signal over a
 // dense bulk), a triple eigenvalue, 40 equal eigenvalues and the zero matrix (both must report
 // the fallback), a diagonal matrix; then the time of each of its four stages and of syevd (CUDA
-// events, median of 20 after 5 warm-ups) and the cycles per column of the tridiagonalisation's
+// events, median of 20 after 5 warm-ups; with "OfT beside FormQ" the eigenpairs of T and Q on
+// two streams as the basis runs them, and FormQ alone) and the cycles per column of the tridiagonalisation's
 // phases (clock64 in the kernel, compiled in here with ATP_SMALL_EIGEN_PROFILE).
 //
 // Prints a line per case (PASS/FAIL) and per timing, then "ALL PASS" or "FAILURES: N"; exit code
@@ -134,8 +135,12 @@ Timing Case(const char* name, const std::vector<double>& a, int n, int first, bo
       orth = std::max(orth, std::fabs(s - (i == j ? 1.0 : 0.0)));
     }
   // A reported fallback means the caller must not use the result: nothing else to check.
+  // Orthogonality: the vectors of ungrouped neighbours (gap > kSmallEigenGroupGap·‖T‖) are
+  // orthogonal to ~u/kSmallEigenGroupGap ≈ 2e-7 (small_eigen.h; the basis' Newton–Schulz step on
+  // the Ritz vectors removes it); 1e-9 here predates the 1e-9 gap and failed on the Ritz-like
+  // spectrum at n = 576 (1.8e-9) with the session-5 solver too.
   const bool ok =
-      expect_fallback ? flag == 1 : flag == 0 && lam_err < 1e-12 && res < 1e-12 && orth < 1e-9;
+      expect_fallback ? flag == 1 : flag == 0 && lam_err < 1e-12 && res < 1e-12 && orth < 1e-6;
   if (!ok) ++failures;
   printf("%-4s %-28s n=%4d first=%4d fallback=%d lam_err=%.2e resid=%.2e orth=%.2e\n",
          ok ? "PASS" : "FAIL", name, n, first, flag, lam_err, res, orth);
@@ -169,9 +174,11 @@ Timing Case(const char* name, const std::vector<double>& a, int n, int first, bo
     double* scalars = w.scalars;
     double* hh = w.hh;
     double* zt = w.zt;
-    cudaEvent_t ev[5];
+    cudaEvent_t ev[8];
     for (auto& x : ev) CK(cudaEventCreate(&x));
-    std::vector<std::vector<float>> stage(4);
+    static cudaStream_t side = nullptr;
+    if (side == nullptr) CK(cudaStreamCreateWithFlags(&side, cudaStreamNonBlocking));
+    std::vector<std::vector<float>> stage(6);
     for (int it = 0; it < 25; ++it) {
       CK(cudaEventRecord(ev[0], st));
       CK(LaunchSmallEigenReduce(da, n, ws, st));
@@ -183,11 +190,20 @@ Timing Case(const char* name, const std::vector<double>& a, int n, int first, bo
       InverseIterationKernel<<<(n - first + kInverseThreads - 1) / kInverseThreads, kInverseThreads,
                                InverseSmemBytes(n), st>>>(ip);
       CK(cudaEventRecord(ev[3], st));
-      BackTransformKernel<<<(n - first + kBackWarps - 1) / kBackWarps, kBackWarps * 32, 0, st>>>(
+      BackTransformKernel<<<(n - first + kBackWarps - 1) / kBackWarps, kBackThreads, 0, st>>>(
           hh, tau, zt, n, first, dv);
       CK(cudaEventRecord(ev[4], st));
-      CK(cudaEventSynchronize(ev[4]));
-      for (int s = 0; s < 4; ++s) {
+      // The basis' order: T's eigenpairs on the main stream beside Q on a side stream.
+      CK(cudaStreamWaitEvent(side, ev[4]));
+      CK(LaunchSmallEigenFormQ(n, ws, side));
+      CK(cudaEventRecord(ev[7], side));
+      CK(LaunchSmallEigenOfT(n, 0, dl, dflag, ws, st));
+      CK(cudaStreamWaitEvent(st, ev[7]));
+      CK(cudaEventRecord(ev[5], st));
+      CK(LaunchSmallEigenFormQ(n, ws, st));
+      CK(cudaEventRecord(ev[6], st));
+      CK(cudaEventSynchronize(ev[6]));
+      for (int s = 0; s < 6; ++s) {
         float ms;
         CK(cudaEventElapsedTime(&ms, ev[s], ev[s + 1]));
         if (it >= 5) stage[s].push_back(ms);
@@ -195,10 +211,10 @@ Timing Case(const char* name, const std::vector<double>& a, int n, int first, bo
     }
     for (auto& s : stage) std::sort(s.begin(), s.end());
     printf(
-        "TIME n=%d cluster=%d smem=%zu: own %.3f ms (tridiag %.3f eigenvalues %.3f inverse %.3f "
-        "back %.3f) syevd %.3f ms -> %.1fx\n",
-        n, blocks, TridiagSmemBytes(n, blocks), t.own, stage[0][10], stage[1][10], stage[2][10],
-        stage[3][10], t.syevd, t.syevd / t.own);
+        "TIME %s n=%d cluster=%d smem=%zu: own %.3f ms (tridiag %.3f eigenvalues %.3f inverse %.3f "
+        "back %.3f | OfT beside FormQ %.3f, FormQ alone %.3f) syevd %.3f ms -> %.1fx\n",
+        name, n, blocks, TridiagSmemBytes(n, blocks), t.own, stage[0][10], stage[1][10],
+        stage[2][10], stage[3][10], stage[4][10], stage[5][10], t.syevd, t.syevd / t.own);
   }
   cudaFree(da);
   cudaFree(dl);
@@ -212,6 +228,56 @@ Timing Case(const char* name, const std::vector<double>& a, int n, int first, bo
   return t;
 }
 
+void Profile(int n) {
+  std::mt19937_64 r0(7);
+  std::normal_distribution<double> g0;
+  std::vector<double> a(n * n);
+  for (int i = 0; i < n; ++i)
+    for (int k = 0; k <= i; ++k) a[i * n + k] = a[k * n + i] = g0(r0);
+  double *da, *dl, *dv, *ws;
+  int* fl;
+  CK(cudaMalloc(&da, 8 * n * n));
+  CK(cudaMalloc(&dl, 8 * n));
+  CK(cudaMalloc(&dv, 8 * n * n));
+  CK(cudaMalloc(&ws, SmallEigenWorkspaceBytes(n)));
+  CK(cudaMalloc(&fl, 4));
+  CK(cudaMemcpy(da, a.data(), 8 * n * n, cudaMemcpyHostToDevice));
+  for (int it = 0; it < 3; ++it) CK(LaunchSmallEigen(da, n, 0, dl, dv, fl, ws, st));
+  CK(cudaStreamSynchronize(st));
+  long long zero[16][6] = {};
+  CK(cudaMemcpyToSymbol(g_prof, zero, sizeof(zero)));
+  cudaEvent_t e0, e1;
+  CK(cudaEventCreate(&e0));
+  CK(cudaEventCreate(&e1));
+  CK(cudaEventRecord(e0, st));
+  for (int it = 0; it < 10; ++it) CK(LaunchSmallEigen(da, n, 0, dl, dv, fl, ws, st));
+  CK(cudaEventRecord(e1, st));
+  CK(cudaEventSynchronize(e1));
+  float ms;
+  CK(cudaEventElapsedTime(&ms, e0, e1));
+  long long pr[16][6];
+  CK(cudaMemcpyFromSymbol(pr, g_prof, sizeof(pr)));
+  int clk = 0;
+  CK(cudaDeviceGetAttribute(&clk, cudaDevAttrClockRate, 0));
+  for (int r : {0, 5, 15}) {
+    double tot = 0;
+    for (int q = 0; q < 6; ++q) tot += pr[r][q];
+    printf(
+        "PROFILE n=%d rank %d cycles/column: barrier %.0f pull %.0f reflect %.0f fused "
+        "%.0f partials %.0f rest %.0f total %.0f\n",
+        n, r, pr[r][0] / 10.0 / n, pr[r][1] / 10.0 / n, pr[r][2] / 10.0 / n,
+        pr[r][3] / 10.0 / n, pr[r][4] / 10.0 / n, pr[r][5] / 10.0 / n, tot / 10.0 / n);
+  }
+  printf("PROFILE whole solver %.3f ms per call; max clock %d MHz\n", ms / 10, clk / 1000);
+  cudaFree(da);
+  cudaFree(dl);
+  cudaFree(dv);
+  cudaFree(ws);
+  cudaFree(fl);
+}
+
+void AllCases();
+
 int main() {
   CK(cudaStreamCreate(&st));
   CS(cusolverDnCreate(&sol));
@@ -223,60 +289,24 @@ int main() {
       "supported(609)=%d\n",
       prop.name, ClusterBlocks(576), SmallEigenSupported(576), SmallEigenSupported(608),
       SmallEigenSupported(609));
-  {
-    // profile of the tridiagonalisation at n = 576
-    int n = 576;
-    std::mt19937_64 r0(7);
-    std::normal_distribution<double> g0;
-    std::vector<double> a(n * n);
-    for (int i = 0; i < n; ++i)
-      for (int k = 0; k <= i; ++k) a[i * n + k] = a[k * n + i] = g0(r0);
-    double *da, *dl, *dv, *ws;
-    int* fl;
-    CK(cudaMalloc(&da, 8 * n * n));
-    CK(cudaMalloc(&dl, 8 * n));
-    CK(cudaMalloc(&dv, 8 * n * n));
-    CK(cudaMalloc(&ws, SmallEigenWorkspaceBytes(n)));
-    CK(cudaMalloc(&fl, 4));
-    CK(cudaMemcpy(da, a.data(), 8 * n * n, cudaMemcpyHostToDevice));
-    for (int it = 0; it < 3; ++it) CK(LaunchSmallEigen(da, n, 0, dl, dv, fl, ws, st));
-    CK(cudaStreamSynchronize(st));
-    long long zero[16][6] = {};
-    CK(cudaMemcpyToSymbol(g_prof, zero, sizeof(zero)));
-    cudaEvent_t e0, e1;
-    CK(cudaEventCreate(&e0));
-    CK(cudaEventCreate(&e1));
-    CK(cudaEventRecord(e0, st));
-    for (int it = 0; it < 10; ++it) CK(LaunchSmallEigen(da, n, 0, dl, dv, fl, ws, st));
-    CK(cudaEventRecord(e1, st));
-    CK(cudaEventSynchronize(e1));
-    float ms;
-    CK(cudaEventElapsedTime(&ms, e0, e1));
-    long long pr[16][6];
-    CK(cudaMemcpyFromSymbol(pr, g_prof, sizeof(pr)));
-    int clk = 0;
-    CK(cudaDeviceGetAttribute(&clk, cudaDevAttrClockRate, 0));
-    for (int r : {0, 5, 15}) {
-      double tot = 0;
-      for (int q = 0; q < 6; ++q) tot += pr[r][q];
-      printf(
-          "PROFILE rank %d cycles/column: barrier %.0f pull %.0f reflect %.0f fused %.0f partials "
-          "%.0f rest %.0f total %.0f\n",
-          r, pr[r][0] / 10.0 / n, pr[r][1] / 10.0 / n, pr[r][2] / 10.0 / n, pr[r][3] / 10.0 / n,
-          pr[r][4] / 10.0 / n, pr[r][5] / 10.0 / n, tot / 10.0 / n);
-    }
-    printf("PROFILE whole solver %.3f ms per call; max clock %d MHz\n", ms / 10, clk / 1000);
-  }
+  Profile(576);
+  Profile(528);
+  AllCases();
+  printf(failures ? "FAILURES: %d\n" : "ALL PASS\n", failures);
+  return failures ? 1 : 0;
+}
+
+void AllCases() {
   std::mt19937_64 rng(42);
   std::normal_distribution<double> g;
   for (int n : {1, 2, 3, 5, 17, 64, 100, 320, 576, 608}) {
     std::vector<double> a(n * n);
     for (int i = 0; i < n; ++i)
       for (int k = 0; k <= i; ++k) a[i * n + k] = a[k * n + i] = g(rng);
-    Case("random dense", a, n, 0, false, n == 320 || n == 576 || n == 608);
+    Case("random dense", a, n, 0, false, n == 576);
     if (n >= 5) Case("random dense, top half", a, n, n / 2, false, false);
   }
-  for (int n : {100, 576}) {
+  for (int n : {100, 528, 576}) {
     // Ritz-like spectrum: a decaying signal over a dense bulk (what Rayleigh-Ritz sees).
     std::vector<double> a(n * n, 0.0);
     std::uniform_real_distribution<double> u(0, 1);
@@ -285,8 +315,8 @@ int main() {
       a[i * n + i] = lam;
     }
     auto m = Mix(a, n, rng, 12);
-    Case("signal + bulk", m, n, 0, false, n == 576);
-    Case("signal + bulk, top 512/576", m, n, n >= 576 ? 64 : 10, false, false);
+    Case("signal + bulk", m, n, 0, false, n >= 528);
+    Case("signal + bulk, top 512", m, n, n >= 528 ? n - 512 : 10, false, n >= 528);
     // exact triple eigenvalue
     std::vector<double> b(n * n, 0.0);
     for (int i = 0; i < n; ++i) b[i * n + i] = 1.0 + i;
@@ -303,6 +333,4 @@ int main() {
     for (int i = 0; i < n; ++i) dg[i * n + i] = std::cos(i * 1.3) * 10;
     Case("diagonal", dg, n, 0, false, false);
   }
-  printf(failures ? "FAILURES: %d\n" : "ALL PASS\n", failures);
-  return failures ? 1 : 0;
 }

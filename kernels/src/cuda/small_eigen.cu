@@ -19,6 +19,10 @@ constexpr int kBisectWarps = 4;     // eigenvalues per block, a warp each
 constexpr int kBisectPoints = 2;
 constexpr int kInverseThreads = 4;  // eigenvalue groups, a thread each (with its shared memory)
 constexpr int kInverseArrays = 6;   // per thread: LU of T − λI (5 arrays) and the iterate
+// Solves per eigenvector: λ is within ~2u·‖T‖ and ungrouped neighbours are more than
+// kSmallEigenGroupGap·‖T‖ away, so each solve shrinks the other components by ~u/1e-9 ≈ 2e-7
+// (three solves took 0.28 ms at n = 528, two 0.23: v12).
+constexpr int kInverseSolves = 2;
 constexpr int kBackWarps = 8;       // eigenvectors per block, a warp each
 constexpr int kBackChunk = 8;       // reflectors staged in shared memory at a time
 constexpr int kPerLane = static_cast<int>(kSmallEigenMaxN / 32);
@@ -251,8 +255,9 @@ __global__ void __launch_bounds__(kTridThreads) TridiagonalizeKernel(TridiagPara
       __syncthreads();  // pfull, gpart
       double half = 0.0, w1 = 0.0;
       if (tau != 0.0) {
-        double dot = 0.0;
-        for (int r = 0; r < blocks; ++r) dot += gpart[r];
+        // Every lane of every warp (and block) gets the same bits: the butterfly adds the same
+        // two values on both sides of each exchange.
+        const double dot = WarpSum(lane < blocks ? gpart[lane] : 0.0);
         half = 0.5 * tau * dot;
         w1 = pfull[j + 1] - half;  // v[j+1] = 1
       }
@@ -362,15 +367,17 @@ __device__ void SturmCounts(const double* d, const double* e2, int n, double piv
 }
 
 // A warp per eigenvalue: lambda[i] (ascending) by multisection of the Gershgorin interval, 64
-// points per round (a few ulps after ~9 rounds). Block 0 also writes scalars[0] = max(|lower|,
-// |upper|) Gershgorin bound (the ‖T‖ of the group and pivot thresholds).
+// points per round, to an absolute width of 2u·‖T‖ (LAPACK's default absolute tolerance; ~9
+// rounds for every eigenvalue — a width relative to |λ| took up to two more rounds for the small
+// ones: 0.37 -> 0.31 ms at n = 528, v12). Block 0 also writes scalars[0] = max(|lower|, |upper|)
+// Gershgorin bound (the ‖T‖ of the group and pivot thresholds).
 __global__ void __launch_bounds__(kBisectWarps * 32)
     EigenvaluesKernel(const double* d_in, const double* e_in, int n, double* lambda,
                       double* scalars) {
   extern __shared__ double sm[];
   double* d = sm;
   double* e2 = sm + n;
-  __shared__ double bounds[3];
+  __shared__ double bounds[4];
   for (int k = threadIdx.x; k < n; k += blockDim.x) {
     d[k] = d_in[k];
     e2[k] = k + 1 < n ? e_in[k] * e_in[k] : 0.0;
@@ -397,6 +404,7 @@ __global__ void __launch_bounds__(kBisectWarps * 32)
       bounds[0] = lo - pad;
       bounds[1] = hi + pad;
       bounds[2] = pivmin;
+      bounds[3] = tnorm;
       if (blockIdx.x == 0) scalars[0] = tnorm;
     }
   }
@@ -408,7 +416,7 @@ __global__ void __launch_bounds__(kBisectWarps * 32)
   constexpr int kPoints = 32 * kBisectPoints;
   for (int round = 0; round < 24; ++round) {  // 6 bits a round; ends on width well before
     const double width = hi - lo;
-    if (!(width > 2.0 * DBL_EPSILON * fmax(fabs(lo), fabs(hi)) + pivmin)) break;
+    if (!(width > 2.0 * DBL_EPSILON * bounds[3] + pivmin)) break;
     double x[kBisectPoints];
     int count[kBisectPoints];
 #pragma unroll
@@ -469,8 +477,8 @@ size_t InverseSmemBytes(int64_t n) {
 // A thread per group of close eigenvalues (gap <= kSmallEigenGroupGap·‖T‖) among first..n-1,
 // started by the thread of the group's first eigenvalue, with its arrays in shared memory (the
 // recurrences are sequential: latency is what counts). Per member: LU with partial pivoting of
-// T − λI (LAPACK's dgttrf; tiny pivots raised to eps·‖T‖), three solves from a pseudo-random
-// start, each followed by modified Gram–Schmidt against the group's earlier members and
+// T − λI (LAPACK's dgttrf; tiny pivots raised to eps·‖T‖), kInverseSolves solves from a
+// pseudo-random start, each followed by modified Gram–Schmidt against the group's earlier members and
 // normalisation.
 __global__ void __launch_bounds__(kInverseThreads) InverseIterationKernel(InverseParams p) {
   const int n = p.n;
@@ -499,6 +507,7 @@ __global__ void __launch_bounds__(kInverseThreads) InverseIterationKernel(Invers
     const double lam = p.lambda[m];
     double dk = p.d[0] - lam;
     double duk = n > 1 ? p.e[0] : 0.0;
+#pragma unroll 4
     for (int k = 0; k + 1 < n; ++k) {
       const double lk = p.e[k];
       const double dnext = p.d[k + 1] - lam;
@@ -526,9 +535,10 @@ __global__ void __launch_bounds__(kInverseThreads) InverseIterationKernel(Invers
     rd[n - 1] = FastRcp(raise(dk));
 
     for (int k = 0; k < n; ++k) z[k] = StartEntry(m, k);
-    for (int solve = 0; solve < 3; ++solve) {
+    for (int solve = 0; solve < kInverseSolves; ++solve) {
       // L: row interchanges and multipliers.
       double bk = z[0];
+#pragma unroll 4
       for (int k = 0; k + 1 < n; ++k) {
         const double bnext = z[k + 1];
         if (piv[k] == 0.0) {
@@ -543,6 +553,7 @@ __global__ void __launch_bounds__(kInverseThreads) InverseIterationKernel(Invers
       double x1 = bk * rd[n - 1];  // x[k+1]
       double x2 = 0.0;             // x[k+2]
       z[n - 1] = x1;
+#pragma unroll 4
       for (int k = n - 2; k >= 0; --k) {
         const double xk = (z[k] - du[k] * x1 - du2[k] * x2) * rd[k];
         z[k] = xk;
@@ -576,11 +587,47 @@ __global__ void __launch_bounds__(kInverseThreads) InverseIterationKernel(Invers
 
 // ---- 4. Back-transformation -------------------------------------------------------------------
 
+constexpr int kBackThreads = kBackWarps * 32;
+constexpr int kBackPerThread = static_cast<int>((kSmallEigenMaxN + kBackThreads - 1) / kBackThreads);
+
+// Reflectors lo..hi (at most kBackChunk) of hh and their tau, loaded into one thread's registers
+// (entry k = tid + c·kBackThreads of row r), all loads issued before any is used.
+struct BackChunk {
+  double v[kBackChunk][kBackPerThread];
+  double tau;
+  __device__ void Load(const double* hh, const double* taus, int n, int lo, int hi) {
+    const int tid = static_cast<int>(threadIdx.x);
+#pragma unroll
+    for (int r = 0; r < kBackChunk; ++r) {
+      const int j = lo + r;
+#pragma unroll
+      for (int c = 0; c < kBackPerThread; ++c) {
+        const int k = tid + c * kBackThreads;
+        v[r][c] = j <= hi && k > j && k < n ? hh[static_cast<size_t>(j) * n + k] : 0.0;
+      }
+    }
+    tau = tid <= hi - lo ? taus[lo + tid] : 0.0;
+  }
+  __device__ void Store(double (&hs)[kBackChunk][kSmallEigenMaxN], double* ts, int n) const {
+    const int tid = static_cast<int>(threadIdx.x);
+#pragma unroll
+    for (int r = 0; r < kBackChunk; ++r) {
+#pragma unroll
+      for (int c = 0; c < kBackPerThread; ++c) {
+        const int k = tid + c * kBackThreads;
+        if (k < n) hs[r][k] = v[r][c];
+      }
+    }
+    if (tid < kBackChunk) ts[tid] = tau;
+  }
+};
+
 // A warp per eigenvector m >= first: z ← H_0 H_1 ⋯ H_{n-3} z (the reflectors from the last to the
 // first; z = e_m when zt is null, which makes row m of Qᵀ), z held in registers (element lane + 32c
 // in z[c]); the block stages kBackChunk reflectors at a time in shared memory (every warp applies
-// the same ones).
-__global__ void __launch_bounds__(kBackWarps * 32)
+// the same ones), the next chunk's loads in flight while the warps apply the current one (staged
+// one load at a time, with a division per element, the kernel took 0.59 ms at n = 528; v12).
+__global__ void __launch_bounds__(kBackThreads)
     BackTransformKernel(const double* hh, const double* tau, const double* zt, int n, int first,
                         double* vectors) {
   __shared__ double hs[kBackChunk][kSmallEigenMaxN];
@@ -598,20 +645,23 @@ __global__ void __launch_bounds__(kBackWarps * 32)
       z[c] = active && k < n ? zt[static_cast<size_t>(k) * n + m] : 0.0;
     }
   }
-  for (int hi = n - 3; hi >= 0; hi -= kBackChunk) {
-    const int lo = hi - kBackChunk + 1 < 0 ? 0 : hi - kBackChunk + 1;
+  int hi = n - 3;
+  int lo = hi - kBackChunk + 1 < 0 ? 0 : hi - kBackChunk + 1;
+  BackChunk next;
+  if (hi >= 0) next.Load(hh, tau, n, lo, hi);
+  while (hi >= 0) {
     __syncthreads();  // the previous chunk is no longer read
-    for (int idx = threadIdx.x; idx < (hi - lo + 1) * n; idx += blockDim.x) {
-      const int r = idx / n, k = idx % n, j = lo + r;
-      hs[r][k] = k > j ? hh[static_cast<size_t>(j) * n + k] : 0.0;
-    }
-    if (threadIdx.x <= hi - lo) ts[threadIdx.x] = tau[lo + threadIdx.x];
+    next.Store(hs, ts, n);
     __syncthreads();
+    const int cur_hi = hi, cur_lo = lo;
+    hi = lo - 1;
+    lo = hi - kBackChunk + 1 < 0 ? 0 : hi - kBackChunk + 1;
+    if (hi >= 0) next.Load(hh, tau, n, lo, hi);
     if (!active) continue;
-    for (int j = hi; j >= lo; --j) {
-      const double t = ts[j - lo];
+    for (int j = cur_hi; j >= cur_lo; --j) {
+      const double t = ts[j - cur_lo];
       if (t == 0.0) continue;
-      const double* v = hs[j - lo];
+      const double* v = hs[j - cur_lo];
       double s0 = 0.0, s1 = 0.0;  // two chains
 #pragma unroll
       for (int c = 0; c < kPerLane; ++c) {
