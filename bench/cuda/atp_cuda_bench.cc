@@ -49,6 +49,7 @@ struct Flags {
   int64_t variant_length = 16384;
   int64_t variant_rank = 512;
   bool peak = true, layers = true, variants = true, micro = true;
+  std::vector<std::string> variant_names;  // empty: all basis variants
   std::string json;
 };
 
@@ -368,13 +369,24 @@ void Variants(DeviceContext& ctx, const Flags& f) {
   };
   const std::vector<Variant> variants = {
       {"default", [](BasisOptions&) {}},
+      {"shift05", [](BasisOptions& o) { o.shift_fraction = 0.5; }},
+      {"shift07", [](BasisOptions& o) { o.shift_fraction = 0.7; }},
+      {"session5",  // 4 products, fraction 0.5
+       [](BasisOptions& o) {
+         o.power_iterations = 4;
+         o.shift_fraction = 0.5;
+       }},
+      {"unshifted4",
+       [](BasisOptions& o) {
+         o.shift_fraction = 0;
+         o.power_iterations = 4;
+       }},
       {"unshifted5",
        [](BasisOptions& o) {
          o.shift_fraction = 0;
          o.power_iterations = 5;
        }},
-      {"unshifted4", [](BasisOptions& o) { o.shift_fraction = 0; }},
-      {"shifted5", [](BasisOptions& o) { o.power_iterations = 5; }},
+      {"shifted4", [](BasisOptions& o) { o.power_iterations = 4; }},
       {"cusolver_potrf", [](BasisOptions& o) { o.own_cholesky = false; }},
       {"syevd", [](BasisOptions& o) { o.eig = EigSolver::kSyevd; }},
       {"final1", [](BasisOptions& o) { o.cholqr_passes_final = 1; }},
@@ -415,6 +427,11 @@ void Variants(DeviceContext& ctx, const Flags& f) {
        }},
   };
   for (const Variant& v : variants) {
+    if (!f.variant_names.empty() &&
+        std::find(f.variant_names.begin(), f.variant_names.end(), v.name) ==
+            f.variant_names.end()) {
+      continue;
+    }
     Section(absl::StrCat("variant ", v.name).c_str(), [&] {
       BasisOptions o;
       o.policy = RankPolicy::Fixed(r);
@@ -591,6 +608,8 @@ int Main(int argc, char** argv) {
       f.variant_length = std::atoll(value().c_str());
     else if (a == "--variant-rank")
       f.variant_rank = std::atoll(value().c_str());
+    else if (a == "--variants")
+      f.variant_names = absl::StrSplit(value(), ',', absl::SkipEmpty());
     else if (a == "--json")
       f.json = value();
     else if (a == "--only") {
@@ -602,7 +621,7 @@ int Main(int argc, char** argv) {
     } else {
       std::fprintf(stderr,
                    "usage: atp_cuda_bench [--lengths 4096,16384] [--ranks 256,512] [--iters N] "
-                   "[--warmup N] [--variant-length L] [--variant-rank r] "
+                   "[--warmup N] [--variant-length L] [--variant-rank r] [--variants a,b] "
                    "[--only peak,layers,variants,micro] [--json FILE]\n");
       return 2;
     }
