@@ -16,6 +16,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <functional>
 #include <random>
 #include <vector>
 
@@ -174,47 +175,79 @@ Timing Case(const char* name, const std::vector<double>& a, int n, int first, bo
     double* scalars = w.scalars;
     double* hh = w.hh;
     double* zt = w.zt;
-    cudaEvent_t ev[8];
-    for (auto& x : ev) CK(cudaEventCreate(&x));
     static cudaStream_t side = nullptr;
     if (side == nullptr) CK(cudaStreamCreateWithFlags(&side, cudaStreamNonBlocking));
-    std::vector<std::vector<float>> stage(6);
+    cudaEvent_t fork, join;
+    CK(cudaEventCreateWithFlags(&fork, cudaEventDisableTiming));
+    CK(cudaEventCreateWithFlags(&join, cudaEventDisableTiming));
+    InverseParams ip{d, e, dl, scalars, n, first, zt, dflag};
+    const dim3 eig_grid((n + kBisectWarps - 1) / kBisectWarps), eig_block(kBisectWarps * 32);
+    const size_t eig_smem = 2 * n * sizeof(double);
+    // Each stage after the ones before it, in the solver's order; the last three are alternatives.
+    const std::vector<std::pair<const char*, std::function<void()>>> stages = {
+        {"tridiag", [&] { CK(LaunchSmallEigenReduce(da, n, ws, st)); }},
+        {"eigenvalues",
+         [&] {
+           EigenvaluesKernel<kSturmByMinors>
+               <<<eig_grid, eig_block, eig_smem, st>>>(d, e, n, dl, scalars);
+         }},
+        {"inverse",
+         [&] {
+           InverseIterationKernel<<<(n - first + kInverseThreads - 1) / kInverseThreads,
+                                    kInverseThreads, InverseSmemBytes(n), st>>>(ip);
+         }},
+        {"back",
+         [&] {
+           BackTransformKernel<kBackWarps>
+               <<<(n - first + kBackWarps - 1) / kBackWarps, kBackWarps * 32, 0, st>>>(
+                   hh, tau, zt, n, first, dv);
+         }},
+        // The basis' order: T's eigenpairs on the main stream beside Q on a side stream.
+        {"OfT beside FormQ",
+         [&] {
+           CK(cudaEventRecord(fork, st));
+           CK(cudaStreamWaitEvent(side, fork));
+           CK(LaunchSmallEigenFormQ(n, ws, side));
+           CK(cudaEventRecord(join, side));
+           CK(LaunchSmallEigenOfT(n, 0, dl, dflag, ws, st));
+           CK(cudaStreamWaitEvent(st, join));
+         }},
+        {"FormQ alone", [&] { CK(LaunchSmallEigenFormQ(n, ws, st)); }},
+        {"FormQ, 4 warps a block",
+         [&] {
+           BackTransformKernel<4><<<(n + 3) / 4, 4 * 32, 0, st>>>(hh, tau, nullptr, n, 0, w.qt);
+         }},
+        {"eigenvalues by the ratio count",
+         [&] {
+           EigenvaluesKernel<!kSturmByMinors>
+               <<<eig_grid, eig_block, eig_smem, st>>>(d, e, n, dl, scalars);
+         }},
+    };
+    std::vector<cudaEvent_t> ev(stages.size() + 1);
+    for (auto& x : ev) CK(cudaEventCreate(&x));
+    std::vector<std::vector<float>> times(stages.size());
     for (int it = 0; it < 25; ++it) {
       CK(cudaEventRecord(ev[0], st));
-      CK(LaunchSmallEigenReduce(da, n, ws, st));
-      CK(cudaEventRecord(ev[1], st));
-      EigenvaluesKernel<<<(n + kBisectWarps - 1) / kBisectWarps, kBisectWarps * 32,
-                          2 * n * sizeof(double), st>>>(d, e, n, dl, scalars);
-      CK(cudaEventRecord(ev[2], st));
-      InverseParams ip{d, e, dl, scalars, n, first, zt, dflag};
-      InverseIterationKernel<<<(n - first + kInverseThreads - 1) / kInverseThreads, kInverseThreads,
-                               InverseSmemBytes(n), st>>>(ip);
-      CK(cudaEventRecord(ev[3], st));
-      BackTransformKernel<<<(n - first + kBackWarps - 1) / kBackWarps, kBackThreads, 0, st>>>(
-          hh, tau, zt, n, first, dv);
-      CK(cudaEventRecord(ev[4], st));
-      // The basis' order: T's eigenpairs on the main stream beside Q on a side stream.
-      CK(cudaStreamWaitEvent(side, ev[4]));
-      CK(LaunchSmallEigenFormQ(n, ws, side));
-      CK(cudaEventRecord(ev[7], side));
-      CK(LaunchSmallEigenOfT(n, 0, dl, dflag, ws, st));
-      CK(cudaStreamWaitEvent(st, ev[7]));
-      CK(cudaEventRecord(ev[5], st));
-      CK(LaunchSmallEigenFormQ(n, ws, st));
-      CK(cudaEventRecord(ev[6], st));
-      CK(cudaEventSynchronize(ev[6]));
-      for (int s = 0; s < 6; ++s) {
+      for (size_t k = 0; k < stages.size(); ++k) {
+        stages[k].second();
+        CK(cudaEventRecord(ev[k + 1], st));
+      }
+      CK(cudaEventSynchronize(ev.back()));
+      for (size_t k = 0; k < stages.size(); ++k) {
         float ms;
-        CK(cudaEventElapsedTime(&ms, ev[s], ev[s + 1]));
-        if (it >= 5) stage[s].push_back(ms);
+        CK(cudaEventElapsedTime(&ms, ev[k], ev[k + 1]));
+        if (it >= 5) times[k].push_back(ms);
       }
     }
-    for (auto& s : stage) std::sort(s.begin(), s.end());
-    printf(
-        "TIME %s n=%d cluster=%d smem=%zu: own %.3f ms (tridiag %.3f eigenvalues %.3f inverse %.3f "
-        "back %.3f | OfT beside FormQ %.3f, FormQ alone %.3f) syevd %.3f ms -> %.1fx\n",
-        name, n, blocks, TridiagSmemBytes(n, blocks), t.own, stage[0][10], stage[1][10],
-        stage[2][10], stage[3][10], stage[4][10], stage[5][10], t.syevd, t.syevd / t.own);
+    printf("TIME %s n=%d cluster=%d smem=%zu: own %.3f ms, syevd %.3f ms -> %.1fx;", name, n,
+           blocks, TridiagSmemBytes(n, blocks), t.own, t.syevd, t.syevd / t.own);
+    for (size_t k = 0; k < stages.size(); ++k) {
+      std::sort(times[k].begin(), times[k].end());
+      printf(" %s %.3f%s", stages[k].first, times[k][10], k + 1 < stages.size() ? "," : "\n");
+    }
+    for (auto& x : ev) CK(cudaEventDestroy(x));
+    CK(cudaEventDestroy(fork));
+    CK(cudaEventDestroy(join));
   }
   cudaFree(da);
   cudaFree(dl);

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <utility>
 #include <vector>
 
@@ -137,6 +138,10 @@ class BasisRun {
     return p;
   }
   absl::Status CheckInfos(const char* stage);
+  absl::Status CheckInfoValues(const int* infos, const char* stage) const;
+  // Queues Xᵀ1 into column_sums_ (allocated by the caller on the main stream) on the current
+  // stream.
+  absl::Status ColumnSums();
   absl::Status Gram();
   // Whether options.beside is still to be called.
   bool BesideDue() const {
@@ -187,6 +192,9 @@ class BasisRun {
   int newton_schulz_steps_ = 0;
   double shift_ = 0.0;
   bool shift_rejected_ = false;
+  // Xᵀ1 [d] for the sign rule (tall inputs without U), computed on the side stream beside the
+  // eigensolve (empty until then; the main stream joins the side stream before reading it).
+  DeviceBuffer column_sums_;
   DeviceBuffer e_;  // eigen side rows [rank, m]
   DeviceBuffer z_;  // other side rows [rank, L or d]
   std::vector<double> sigma_;
@@ -196,6 +204,17 @@ absl::Status BasisRun::CheckInfos(const char* stage) {
   if (info_count_ == 0) return absl::OkStatus();
   std::vector<int> infos(info_count_);
   ATP_RETURN_IF_ERROR(ctx_.CopyToHost(infos.data(), infos_.get(), info_count_ * sizeof(int)));
+  return CheckInfoValues(infos.data(), stage);
+}
+
+absl::Status BasisRun::ColumnSums() {
+  ATP_ASSIGN_OR_RETURN(DeviceBuffer partial, ctx_.Alloc(DevType::kF64, ColumnSumsChunks(l_) * d_));
+  return Launched(LaunchColumnSums(x_.type, x_.data, x_.ld, l_, d_, partial.as<double>(),
+                                   column_sums_.as<double>(), ctx_.stream()),
+                  "column sums");
+}
+
+absl::Status BasisRun::CheckInfoValues(const int* infos, const char* stage) const {
   for (int i = 0; i < info_count_; ++i) {
     if (infos[i] != 0) {
       return absl::InternalError(absl::StrCat("principal bases: factorisation ", i, " of the ",
@@ -499,8 +518,23 @@ absl::Status BasisRun::Randomized() {
   g_split_ = SplitMatrix();
   Mark("rayleigh_ritz");
   ATP_ASSIGN_OR_RETURN(lambda_, ctx_.Alloc(ct_, k_));
+  // Beside the eigensolve (whose one-cluster tridiagonalisation leaves most SMs idle): the layer's
+  // side work, and Xᵀ1 for the sign rule where it will be needed (tall X and no U asked for; the
+  // sums are wasted only when a σ at the noise floor makes the sign rule compute U).
+  const bool sums_beside = tall_ && !opt_.need_u;
+  if (sums_beside) {
+    ATP_ASSIGN_OR_RETURN(column_sums_, ctx_.Alloc(DevType::kF64, d_));
+  }
   std::function<absl::Status()> beside;
-  if (BesideDue()) beside = [this] { return BesideForked(); };
+  if (BesideDue() || sums_beside) {
+    beside = [this, sums_beside]() -> absl::Status {
+      if (sums_beside) {
+        SideStreamScope side(ctx_);
+        ATP_RETURN_IF_ERROR(ColumnSums());
+      }
+      return BesideForked();
+    };
+  }
   ATP_RETURN_IF_ERROR(
       SymmetricEigen(ctx_, opt_.eig, ct_, k_, t.get(), lambda_.get(), NextInfos(1), true, beside));
   eigvecs_ = std::move(t);
@@ -637,13 +671,37 @@ absl::StatusOr<DeviceBasis> BasisRun::Run() {
   ATP_RETURN_IF_ERROR(exact ? Exact() : Randomized());
   const int64_t n_eig = exact ? m_ : k_;
 
-  ATP_ASSIGN_OR_RETURN(std::vector<double> lambda, ToHostDoubles(ctx_, ct_, lambda_.get(), n_eig));
+  // λ, the scalars and the factorisations' info values, in one host round trip where they fit the
+  // staging area.
+  std::vector<double> lambda(static_cast<size_t>(n_eig));
   double host_scalars[3] = {0.0, 0.0, 0.0};
-  ATP_RETURN_IF_ERROR(
-      ctx_.CopyToHost(host_scalars, scalars_.get(), (exact ? 1 : 3) * sizeof(double)));
+  const int n_scalars = exact ? 1 : 3;
+  const char* stage_name = exact ? "eigensolve" : "subspace iteration";
+  const size_t lambda_bytes = n_eig * sizeof(double);
+  const size_t scalar_bytes = n_scalars * sizeof(double);
+  const size_t info_bytes = info_count_ * sizeof(int);
+  absl::Status factorisations;
+  if (ct_ == DevType::kF64 &&
+      lambda_bytes + scalar_bytes + info_bytes <= DeviceContext::kStagingBytes) {
+    ATP_RETURN_IF_ERROR(ctx_.StageToHost(0, lambda_.get(), lambda_bytes));
+    ATP_RETURN_IF_ERROR(ctx_.StageToHost(lambda_bytes, scalars_.get(), scalar_bytes));
+    if (info_bytes > 0) {
+      ATP_RETURN_IF_ERROR(ctx_.StageToHost(lambda_bytes + scalar_bytes, infos_.get(), info_bytes));
+    }
+    ATP_ASSIGN_OR_RETURN(const void* staged, ctx_.WaitStaged());
+    const char* bytes = static_cast<const char*>(staged);
+    std::memcpy(lambda.data(), bytes, lambda_bytes);
+    std::memcpy(host_scalars, bytes + lambda_bytes, scalar_bytes);
+    std::vector<int> infos(static_cast<size_t>(info_count_));
+    if (info_bytes > 0) std::memcpy(infos.data(), bytes + lambda_bytes + scalar_bytes, info_bytes);
+    factorisations = CheckInfoValues(infos.data(), stage_name);
+  } else {
+    ATP_ASSIGN_OR_RETURN(lambda, ToHostDoubles(ctx_, ct_, lambda_.get(), n_eig));
+    ATP_RETURN_IF_ERROR(ctx_.CopyToHost(host_scalars, scalars_.get(), scalar_bytes));
+    factorisations = CheckInfos(stage_name);
+  }
   const double total = host_scalars[0];
   shift_ = host_scalars[2];
-  const absl::Status factorisations = CheckInfos(exact ? "eigensolve" : "subspace iteration");
   // The spectral shift's check (BasisOptions::shift_fraction): μ <= θ_k / 2, θ_k the smallest Ritz
   // value (lambda is ascending), and no failed factorisation. The caller computes the basis again
   // without a shift otherwise.
@@ -724,16 +782,15 @@ absl::StatusOr<DeviceBasis> BasisRun::Run() {
     ATP_RETURN_IF_ERROR(u_row_sums());
     ATP_ASSIGN_OR_RETURN(t, ToHostDoubles(ctx_, DevType::kF64, t_dev.get(), r));
   } else {
-    ATP_ASSIGN_OR_RETURN(DeviceBuffer partial,
-                         ctx_.Alloc(DevType::kF64, ColumnSumsChunks(l_) * d_));
-    ATP_ASSIGN_OR_RETURN(DeviceBuffer col_sums, ctx_.Alloc(DevType::kF64, d_));
+    if (column_sums_.empty()) {  // not computed beside the eigensolve
+      ATP_ASSIGN_OR_RETURN(column_sums_, ctx_.Alloc(DevType::kF64, d_));
+      ATP_RETURN_IF_ERROR(ColumnSums());
+    } else {
+      ATP_RETURN_IF_ERROR(ctx_.JoinSide());
+    }
     ATP_RETURN_IF_ERROR(
-        Launched(LaunchColumnSums(x_.type, x_.data, x_.ld, l_, d_, partial.as<double>(),
-                                  col_sums.as<double>(), ctx_.stream()),
-                 "column sums"));
-    ATP_RETURN_IF_ERROR(
-        Launched(LaunchRowReduce(ct_, e_.get(), m_, r, m_, col_sums.as<double>(), RowReduce::kDot,
-                                 t_dev.as<double>(), ctx_.stream()),
+        Launched(LaunchRowReduce(ct_, e_.get(), m_, r, m_, column_sums_.as<double>(),
+                                 RowReduce::kDot, t_dev.as<double>(), ctx_.stream()),
                  "sign rule sums"));
     ATP_ASSIGN_OR_RETURN(t, ToHostDoubles(ctx_, DevType::kF64, t_dev.get(), r));
     for (int64_t i = 0; i < r; ++i) t[i] /= sigma_[i];

@@ -70,7 +70,7 @@ class DeviceContext {
   // into the pinned staging area at `offset` (offset + bytes <= kStagingBytes); WaitStaged waits
   // until everything staged so far has arrived (not for work queued after it) and returns the
   // staging area. One reader at a time.
-  static constexpr size_t kStagingBytes = 4096;
+  static constexpr size_t kStagingBytes = 16384;
   absl::Status StageToHost(size_t offset, const void* src, size_t bytes);
   absl::StatusOr<const void*> WaitStaged();
   absl::Status Synchronize();

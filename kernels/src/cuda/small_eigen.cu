@@ -17,6 +17,7 @@ constexpr int kBisectWarps = 4;     // eigenvalues per block, a warp each
 // slower: eigenvalues 0.41 -> 0.93-1.03 ms at n = 576 (the rounds are issue-bound, not
 // latency-bound: one warp per scheduler already keeps the pipes busy; v10).
 constexpr int kBisectPoints = 2;
+constexpr bool kSturmByMinors = true;  // SturmCountsByMinors, not SturmCounts
 constexpr int kInverseThreads = 4;  // eigenvalue groups, a thread each (with its shared memory)
 constexpr int kInverseArrays = 6;   // per thread: LU of T − λI (5 arrays) and the iterate
 // Solves per eigenvector: λ is within ~2u·‖T‖ and ungrouped neighbours are more than
@@ -33,22 +34,19 @@ __device__ __forceinline__ double WarpSum(double v) {
   return v;
 }
 
-// The sum over a block of kWarps warps, returned to every thread (same order, same bits, in every
-// block). red holds kWarps + 1 doubles.
+// The sum over a block of kWarps warps, returned to every thread with the same bits, with one
+// barrier: each warp's partial in red[warp] (kWarps doubles), then every warp sums the kWarps
+// partials itself by a butterfly. The caller guarantees a barrier between the reads of one call
+// and the writes of the next (the tridiagonalisation has several per column); two barriers fewer
+// than a reduction through one warp (v12).
 template <int kWarps>
-__device__ double BlockSum(double v, double* red) {
+__device__ double BlockSumOneBarrier(double v, double* red) {
+  static_assert(kWarps <= 32, "a lane per warp");
   v = WarpSum(v);
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  __syncthreads();  // red may still be read after the previous call
   if (lane == 0) red[warp] = v;
   __syncthreads();
-  if (warp == 0) {
-    double s = lane < kWarps ? red[lane] : 0.0;
-    s = WarpSum(s);
-    if (lane == 0) red[kWarps] = s;
-  }
-  __syncthreads();
-  return red[kWarps];
+  return WarpSum(lane < kWarps ? red[lane] : 0.0);
 }
 
 // 1/q to about 1 ulp: the hardware's approximate reciprocal and two Newton steps (the Sturm
@@ -280,7 +278,9 @@ __global__ void __launch_bounds__(kTridThreads) TridiagonalizeKernel(TridiagPara
       if (leader && tid == 0) p.d[n - 1] = x[n - 1];
       break;
     }
-    const double xnorm2 = BlockSum<kTridWarps>(part, red);  // also publishes x and w
+    // Also publishes x and w. The previous call's partials were read before this column's cluster
+    // barrier.
+    const double xnorm2 = BlockSumOneBarrier<kTridWarps>(part, red);
     const double tau_next = Reflect(j + 1, x, xnorm2, vn, p, leader);
     __syncthreads();
     ATP_PROF(2);
@@ -366,22 +366,62 @@ __device__ void SturmCounts(const double* d, const double* e2, int n, double piv
   }
 }
 
+// The same count from the signs of the leading principal minors p_k of T − xI (p_k = (d_k − x)·
+// p_{k−1} − e²_{k−1}·p_{k−2}; q_k above is p_k / p_{k−1}): the chain from one step to the next is
+// one FMA instead of a division, and e²·p_{k−2} is formed a step ahead. d and e2 are scaled so
+// that |T| <= 1, so |p| grows by at most ~2.5x a step; both p's are brought back near 1 by an
+// exact power of 2 every 8 steps. An exact zero p_k counts as a sign change (q_k = −pivmin
+// above). 0.31 -> 0.xx ms at n = 528 (v12).
+__device__ __forceinline__ int Exponent(double v) {
+  return static_cast<int>((__double_as_longlong(v) >> 52) & 0x7ff);
+}
+__device__ void SturmCountsByMinors(const double* d, const double* e2, int n,
+                                    const double (&x)[kBisectPoints], int (&count)[kBisectPoints]) {
+  double prev[kBisectPoints], cur[kBisectPoints];
+#pragma unroll
+  for (int t = 0; t < kBisectPoints; ++t) {
+    prev[t] = 1.0;
+    cur[t] = d[0] - x[t];
+    if (cur[t] == 0.0) cur[t] = -DBL_MIN;
+    count[t] = cur[t] < 0.0;
+  }
+  for (int k = 1; k < n; ++k) {
+    const double dk = d[k], ek = e2[k - 1];
+#pragma unroll
+    for (int t = 0; t < kBisectPoints; ++t) {
+      double next = fma(dk - x[t], cur[t], -ek * prev[t]);
+      if (next == 0.0) next = -copysign(DBL_MIN, cur[t]);
+      count[t] += (next < 0.0) != (cur[t] < 0.0);
+      prev[t] = cur[t];
+      cur[t] = next;
+    }
+    if ((k & 7) == 0) {
+#pragma unroll
+      for (int t = 0; t < kBisectPoints; ++t) {
+        // 2^(1023 − E), E the larger biased exponent of the two, clamped to a normal factor.
+        int e = max(Exponent(cur[t]), Exponent(prev[t]));
+        e = min(max(e, 1), 2045);
+        const double f = __longlong_as_double(static_cast<long long>(2046 - e) << 52);
+        cur[t] *= f;
+        prev[t] *= f;
+      }
+    }
+  }
+}
+
 // A warp per eigenvalue: lambda[i] (ascending) by multisection of the Gershgorin interval, 64
 // points per round, to an absolute width of 2u·‖T‖ (LAPACK's default absolute tolerance; ~9
 // rounds for every eigenvalue — a width relative to |λ| took up to two more rounds for the small
 // ones: 0.37 -> 0.31 ms at n = 528, v12). Block 0 also writes scalars[0] = max(|lower|, |upper|)
 // Gershgorin bound (the ‖T‖ of the group and pivot thresholds).
+template <bool kMinors>
 __global__ void __launch_bounds__(kBisectWarps * 32)
     EigenvaluesKernel(const double* d_in, const double* e_in, int n, double* lambda,
                       double* scalars) {
   extern __shared__ double sm[];
   double* d = sm;
   double* e2 = sm + n;
-  __shared__ double bounds[4];
-  for (int k = threadIdx.x; k < n; k += blockDim.x) {
-    d[k] = d_in[k];
-    e2[k] = k + 1 < n ? e_in[k] * e_in[k] : 0.0;
-  }
+  __shared__ double bounds[5];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   if (warp == 0) {
     double lo = DBL_MAX, hi = -DBL_MAX, emax2 = 0.0;
@@ -405,7 +445,20 @@ __global__ void __launch_bounds__(kBisectWarps * 32)
       bounds[1] = hi + pad;
       bounds[2] = pivmin;
       bounds[3] = tnorm;
+      // kMinors: T scaled by 2^-e, tnorm = m·2^e with m in [0.5, 1): |T| < 1.
+      int e = 0;
+      if (tnorm > 0.0 && tnorm <= DBL_MAX) frexp(tnorm, &e);
+      bounds[4] = kMinors ? ldexp(1.0, -e) : 1.0;
       if (blockIdx.x == 0) scalars[0] = tnorm;
+    }
+  }
+  __syncthreads();
+  {
+    const double scale = bounds[4];
+    for (int k = threadIdx.x; k < n; k += blockDim.x) {
+      d[k] = d_in[k] * scale;
+      const double ek = k + 1 < n ? e_in[k] * scale : 0.0;
+      e2[k] = ek * ek;
     }
   }
   __syncthreads();
@@ -423,7 +476,14 @@ __global__ void __launch_bounds__(kBisectWarps * 32)
     for (int t = 0; t < kBisectPoints; ++t) {
       x[t] = lo + width * (static_cast<double>(t * 32 + lane + 1) / (kPoints + 1));
     }
-    SturmCounts(d, e2, n, pivmin, x, count);
+    if (kMinors) {
+      double xs[kBisectPoints];
+#pragma unroll
+      for (int t = 0; t < kBisectPoints; ++t) xs[t] = x[t] * bounds[4];
+      SturmCountsByMinors(d, e2, n, xs, count);
+    } else {
+      SturmCounts(d, e2, n, pivmin, x, count);
+    }
     // The first point with more than i eigenvalues at or below it brackets lambda[i] with its
     // predecessor.
     int first = kPoints;
@@ -474,12 +534,74 @@ size_t InverseSmemBytes(int64_t n) {
   return static_cast<size_t>(kInverseThreads * (kInverseArrays * n + 1)) * sizeof(double);
 }
 
+// The unit eigenvector of an isolated eigenvalue lam (none other within kSmallEigenGroupGap·‖T‖)
+// into zt's column m, from a twisted factorisation of T − λI (Parlett and Dhillon): the top-down
+// LDLᵀ pivots D+ (fp, reciprocals rp), the bottom-up UDUᵀ pivots D− (reciprocals rm), the twist
+// index r where γ_r = D+_r + D−_r − (d_r − λ) is smallest, then z_r = 1 and z outwards from r by
+// the two factors' multipliers: three sequential passes where inverse iteration took an LU and
+// two solves of five passes each (0.23 -> 0.07 ms at n = 528: v12). Its vector is as accurate as
+// inverse iteration's: both are the exact eigenvector of T plus an O(u·‖T‖) perturbation, an
+// angle of ~u·‖T‖/gap. Pivots below pert are raised to ±pert, as in the LU. False (zt untouched)
+// when z is not finite.
+__device__ bool TwistedVector(const InverseParams& p, int m, double lam, double pert, double* fp,
+                              double* rp, double* rm, double* z) {
+  const int n = p.n;
+  auto raise = [pert](double u) { return fabs(u) < pert ? (u < 0.0 ? -pert : pert) : u; };
+  double dp = raise(p.d[0] - lam);
+  double r = FastRcp(dp);
+  fp[0] = dp;
+  rp[0] = r;
+#pragma unroll 4
+  for (int k = 1; k < n; ++k) {
+    const double ek = p.e[k - 1];
+    dp = raise((p.d[k] - lam) - ek * ek * r);
+    r = FastRcp(dp);
+    fp[k] = dp;
+    rp[k] = r;
+  }
+  double dm = raise(p.d[n - 1] - lam);
+  double q = FastRcp(dm);
+  rm[n - 1] = q;
+  int twist = n - 1;
+  double best = fabs(fp[n - 1] + dm - (p.d[n - 1] - lam));
+#pragma unroll 4
+  for (int k = n - 2; k >= 0; --k) {
+    const double ek = p.e[k];
+    const double shifted = p.d[k] - lam;
+    dm = raise(shifted - ek * ek * q);
+    q = FastRcp(dm);
+    rm[k] = q;
+    const double g = fabs(fp[k] + dm - shifted);
+    if (g < best) {
+      best = g;
+      twist = k;
+    }
+  }
+  z[twist] = 1.0;
+  double ss = 1.0, zk = 1.0;
+  for (int k = twist - 1; k >= 0; --k) {
+    zk = -p.e[k] * zk * rp[k];
+    z[k] = zk;
+    ss += zk * zk;
+  }
+  zk = 1.0;
+  for (int k = twist + 1; k < n; ++k) {
+    zk = -p.e[k - 1] * zk * rm[k];
+    z[k] = zk;
+    ss += zk * zk;
+  }
+  if (!isfinite(ss)) return false;
+  const double inv = 1.0 / sqrt(ss);
+  for (int k = 0; k < n; ++k) p.zt[static_cast<size_t>(k) * n + m] = z[k] * inv;
+  return true;
+}
+
 // A thread per group of close eigenvalues (gap <= kSmallEigenGroupGap·‖T‖) among first..n-1,
 // started by the thread of the group's first eigenvalue, with its arrays in shared memory (the
 // recurrences are sequential: latency is what counts). Per member: LU with partial pivoting of
 // T − λI (LAPACK's dgttrf; tiny pivots raised to eps·‖T‖), kInverseSolves solves from a
-// pseudo-random start, each followed by modified Gram–Schmidt against the group's earlier members and
-// normalisation.
+// pseudo-random start, each followed by modified Gram–Schmidt against the group's earlier members
+// and normalisation; a group of one by TwistedVector.
 __global__ void __launch_bounds__(kInverseThreads) InverseIterationKernel(InverseParams p) {
   const int n = p.n;
   const int i = p.first + static_cast<int>(blockIdx.x) * kInverseThreads + threadIdx.x;
@@ -503,6 +625,7 @@ __global__ void __launch_bounds__(kInverseThreads) InverseIterationKernel(Invers
   double* z = piv + n;
   auto raise = [pert](double u) { return fabs(u) < pert ? (u < 0.0 ? -pert : pert) : u; };
   auto zt = [&](int k, int m) -> double& { return p.zt[static_cast<size_t>(k) * n + m]; };
+  if (last == i && TwistedVector(p, i, p.lambda[i], pert, dl, rd, du, piv)) return;
   for (int m = i; m <= last; ++m) {
     const double lam = p.lambda[m];
     double dk = p.d[0] - lam;
@@ -587,13 +710,12 @@ __global__ void __launch_bounds__(kInverseThreads) InverseIterationKernel(Invers
 
 // ---- 4. Back-transformation -------------------------------------------------------------------
 
-constexpr int kBackThreads = kBackWarps * 32;
-constexpr int kBackPerThread = static_cast<int>((kSmallEigenMaxN + kBackThreads - 1) / kBackThreads);
-
 // Reflectors lo..hi (at most kBackChunk) of hh and their tau, loaded into one thread's registers
-// (entry k = tid + c·kBackThreads of row r), all loads issued before any is used.
+// (entry k = tid + c·kThreads of row r), all loads issued before any is used.
+template <int kThreads>
 struct BackChunk {
-  double v[kBackChunk][kBackPerThread];
+  static constexpr int kPerThread = static_cast<int>((kSmallEigenMaxN + kThreads - 1) / kThreads);
+  double v[kBackChunk][kPerThread];
   double tau;
   __device__ void Load(const double* hh, const double* taus, int n, int lo, int hi) {
     const int tid = static_cast<int>(threadIdx.x);
@@ -601,8 +723,8 @@ struct BackChunk {
     for (int r = 0; r < kBackChunk; ++r) {
       const int j = lo + r;
 #pragma unroll
-      for (int c = 0; c < kBackPerThread; ++c) {
-        const int k = tid + c * kBackThreads;
+      for (int c = 0; c < kPerThread; ++c) {
+        const int k = tid + c * kThreads;
         v[r][c] = j <= hi && k > j && k < n ? hh[static_cast<size_t>(j) * n + k] : 0.0;
       }
     }
@@ -613,8 +735,8 @@ struct BackChunk {
 #pragma unroll
     for (int r = 0; r < kBackChunk; ++r) {
 #pragma unroll
-      for (int c = 0; c < kBackPerThread; ++c) {
-        const int k = tid + c * kBackThreads;
+      for (int c = 0; c < kPerThread; ++c) {
+        const int k = tid + c * kThreads;
         if (k < n) hs[r][k] = v[r][c];
       }
     }
@@ -626,14 +748,16 @@ struct BackChunk {
 // first; z = e_m when zt is null, which makes row m of Qᵀ), z held in registers (element lane + 32c
 // in z[c]); the block stages kBackChunk reflectors at a time in shared memory (every warp applies
 // the same ones), the next chunk's loads in flight while the warps apply the current one (staged
-// one load at a time, with a division per element, the kernel took 0.59 ms at n = 528; v12).
-__global__ void __launch_bounds__(kBackThreads)
+// one load at a time, with a division per element, the kernel took 0.59 ms at n = 528; v12), and
+// each warp reads a reflector from shared memory once (into registers) for both of its uses.
+template <int kWarps>
+__global__ void __launch_bounds__(kWarps * 32)
     BackTransformKernel(const double* hh, const double* tau, const double* zt, int n, int first,
                         double* vectors) {
   __shared__ double hs[kBackChunk][kSmallEigenMaxN];
   __shared__ double ts[kBackChunk];
   const int lane = threadIdx.x & 31;
-  const int m = first + static_cast<int>(blockIdx.x) * kBackWarps + (threadIdx.x >> 5);
+  const int m = first + static_cast<int>(blockIdx.x) * kWarps + (threadIdx.x >> 5);
   const bool active = m < n;  // inactive warps still help to stage the reflectors
   double z[kPerLane];
 #pragma unroll
@@ -647,7 +771,7 @@ __global__ void __launch_bounds__(kBackThreads)
   }
   int hi = n - 3;
   int lo = hi - kBackChunk + 1 < 0 ? 0 : hi - kBackChunk + 1;
-  BackChunk next;
+  BackChunk<kWarps * 32> next;
   if (hi >= 0) next.Load(hh, tau, n, lo, hi);
   while (hi >= 0) {
     __syncthreads();  // the previous chunk is no longer read
@@ -661,19 +785,17 @@ __global__ void __launch_bounds__(kBackThreads)
     for (int j = cur_hi; j >= cur_lo; --j) {
       const double t = ts[j - cur_lo];
       if (t == 0.0) continue;
-      const double* v = hs[j - cur_lo];
+      double v[kPerLane];
       double s0 = 0.0, s1 = 0.0;  // two chains
 #pragma unroll
       for (int c = 0; c < kPerLane; ++c) {
         const int k = lane + 32 * c;
-        if (k < n) (c & 1 ? s1 : s0) += v[k] * z[c];
+        v[c] = k < n ? hs[j - cur_lo][k] : 0.0;
+        (c & 1 ? s1 : s0) += v[c] * z[c];
       }
       const double s = WarpSum(s0 + s1) * t;
 #pragma unroll
-      for (int c = 0; c < kPerLane; ++c) {
-        const int k = lane + 32 * c;
-        if (k < n) z[c] -= s * v[k];
-      }
+      for (int c = 0; c < kPerLane; ++c) z[c] -= s * v[c];
     }
   }
   if (!active) return;
@@ -782,8 +904,9 @@ cudaError_t LaunchSmallEigenOfT(int64_t n64, int64_t first64, double* lambda, in
   const Workspace ws = Carve(workspace, n);
   cudaError_t err = cudaMemsetAsync(fallback, 0, sizeof(int), stream);
   if (err != cudaSuccess) return err;
-  EigenvaluesKernel<<<(n + kBisectWarps - 1) / kBisectWarps, kBisectWarps * 32,
-                      2 * n * sizeof(double), stream>>>(ws.d, ws.e, n, lambda, ws.scalars);
+  EigenvaluesKernel<kSturmByMinors>
+      <<<(n + kBisectWarps - 1) / kBisectWarps, kBisectWarps * 32, 2 * n * sizeof(double),
+         stream>>>(ws.d, ws.e, n, lambda, ws.scalars);
   const int count = n - first;
   if (count > 0) {
     InverseParams ip{ws.d, ws.e, lambda, ws.scalars, n, first, ws.zt, fallback};
@@ -797,8 +920,9 @@ cudaError_t LaunchSmallEigenFormQ(int64_t n64, void* workspace, cudaStream_t str
   if (ClusterBlocks(n64) == 0) return cudaErrorNotSupported;
   const int n = static_cast<int>(n64);
   const Workspace ws = Carve(workspace, n);
-  BackTransformKernel<<<(n + kBackWarps - 1) / kBackWarps, kBackWarps * 32, 0, stream>>>(
-      ws.hh, ws.tau, nullptr, n, 0, ws.qt);
+  BackTransformKernel<kBackWarps>
+      <<<(n + kBackWarps - 1) / kBackWarps, kBackWarps * 32, 0, stream>>>(ws.hh, ws.tau, nullptr, n,
+                                                                          0, ws.qt);
   return cudaGetLastError();
 }
 
@@ -821,8 +945,9 @@ cudaError_t LaunchSmallEigen(const double* a, int64_t n64, int64_t first64, doub
   const Workspace ws = Carve(workspace, n);
   const int count = n - first;
   if (count > 0) {
-    BackTransformKernel<<<(count + kBackWarps - 1) / kBackWarps, kBackWarps * 32, 0, stream>>>(
-        ws.hh, ws.tau, ws.zt, n, first, vectors);
+    BackTransformKernel<kBackWarps>
+        <<<(count + kBackWarps - 1) / kBackWarps, kBackWarps * 32, 0, stream>>>(
+            ws.hh, ws.tau, ws.zt, n, first, vectors);
   }
   return cudaGetLastError();
 }
