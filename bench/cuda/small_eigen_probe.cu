@@ -213,9 +213,9 @@ Timing Case(const char* name, const std::vector<double>& a, int n, int first, bo
            CK(cudaStreamWaitEvent(st, join));
          }},
         {"FormQ alone", [&] { CK(LaunchSmallEigenFormQ(n, ws, st)); }},
-        {"FormQ, 4 warps a block",
+        {"FormQ, 8 warps a block",
          [&] {
-           BackTransformKernel<4><<<(n + 3) / 4, 4 * 32, 0, st>>>(hh, tau, nullptr, n, 0, w.qt);
+           BackTransformKernel<8><<<(n + 7) / 8, 8 * 32, 0, st>>>(hh, tau, nullptr, n, 0, w.qt);
          }},
         {"eigenvalues by the ratio count",
          [&] {

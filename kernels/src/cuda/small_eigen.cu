@@ -24,7 +24,7 @@ constexpr int kInverseArrays = 6;   // per thread: LU of T − λI (5 arrays) an
 // kSmallEigenGroupGap·‖T‖ away, so each solve shrinks the other components by ~u/1e-9 ≈ 2e-7
 // (three solves took 0.28 ms at n = 528, two 0.23: v12).
 constexpr int kInverseSolves = 2;
-constexpr int kBackWarps = 8;       // eigenvectors per block, a warp each
+constexpr int kBackWarps = 4;       // eigenvectors per block, a warp each (8: 0.23 -> 0.19 ms, v12)
 constexpr int kBackChunk = 8;       // reflectors staged in shared memory at a time
 constexpr int kPerLane = static_cast<int>(kSmallEigenMaxN / 32);
 static_assert(kSmallEigenMaxN % 32 == 0, "kSmallEigenMaxN must be a multiple of 32");
@@ -385,8 +385,7 @@ __device__ void SturmCountsByMinors(const double* d, const double* e2, int n,
     if (cur[t] == 0.0) cur[t] = -DBL_MIN;
     count[t] = cur[t] < 0.0;
   }
-  for (int k = 1; k < n; ++k) {
-    const double dk = d[k], ek = e2[k - 1];
+  auto step = [&](double dk, double ek) {
 #pragma unroll
     for (int t = 0; t < kBisectPoints; ++t) {
       double next = fma(dk - x[t], cur[t], -ek * prev[t]);
@@ -395,18 +394,30 @@ __device__ void SturmCountsByMinors(const double* d, const double* e2, int n,
       prev[t] = cur[t];
       cur[t] = next;
     }
-    if ((k & 7) == 0) {
+  };
+  // Eight steps at a time, their shared-memory loads issued first; then both p's rescaled by
+  // 2^(1023 − E), E the larger biased exponent of the two (clamped to a normal factor).
+  constexpr int kSteps = 8;
+  int k = 1;
+  for (; k + kSteps <= n; k += kSteps) {
+    double dk[kSteps], ek[kSteps];
 #pragma unroll
-      for (int t = 0; t < kBisectPoints; ++t) {
-        // 2^(1023 − E), E the larger biased exponent of the two, clamped to a normal factor.
-        int e = max(Exponent(cur[t]), Exponent(prev[t]));
-        e = min(max(e, 1), 2045);
-        const double f = __longlong_as_double(static_cast<long long>(2046 - e) << 52);
-        cur[t] *= f;
-        prev[t] *= f;
-      }
+    for (int u = 0; u < kSteps; ++u) {
+      dk[u] = d[k + u];
+      ek[u] = e2[k + u - 1];
+    }
+#pragma unroll
+    for (int u = 0; u < kSteps; ++u) step(dk[u], ek[u]);
+#pragma unroll
+    for (int t = 0; t < kBisectPoints; ++t) {
+      int e = max(Exponent(cur[t]), Exponent(prev[t]));
+      e = min(max(e, 1), 2045);
+      const double f = __longlong_as_double(static_cast<long long>(2046 - e) << 52);
+      cur[t] *= f;
+      prev[t] *= f;
     }
   }
+  for (; k < n; ++k) step(d[k], e2[k - 1]);
 }
 
 // A warp per eigenvalue: lambda[i] (ascending) by multisection of the Gershgorin interval, 64
