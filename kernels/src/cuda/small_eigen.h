@@ -1,16 +1,17 @@
 // A GPU-resident symmetric eigensolver for the small (n <= kSmallEigenMaxN) f64 matrices of the
 // principal-basis Rayleigh–Ritz step, in four kernel launches and without a host round trip.
-// cuSOLVER's syevd pays ~10 us of launch latency per column of its tridiagonalisation (5.8 ms at
-// n = 576 on the H200, against ~0.1 ms of arithmetic); this solver pays a cluster barrier instead
-// (3.4 ms at n = 576, 1.5 ms at n = 320: bench/cuda/small_eigen_probe.cu, bench/RESULTS.md).
+// cuSOLVER's syevd pays ~10 us of launch latency per column of its tridiagonalisation (5.4 ms at
+// n = 528 on the H200, against ~0.1 ms of arithmetic); this solver pays a cluster barrier instead
+// (2.3 ms at n = 528: bench/cuda/small_eigen_probe.cu, bench/cuda/NOTES.md v12).
 //   1. Householder tridiagonalisation A = Q·T·Qᵀ (LAPACK's dsytd2 sign conventions) in ONE
 //      thread-block cluster: the rows of A are spread cyclically over the blocks' shared memory,
 //      one cluster barrier per column.
-//   2. All eigenvalues of T by multisection of Sturm counts (a warp per eigenvalue, 64 points
-//      per round), to a few ulps.
-//   3. The eigenvectors of T for the eigenvalues first..n-1 by inverse iteration (tridiagonal LU
-//      with partial pivoting, three solves), re-orthogonalised by modified Gram–Schmidt within
-//      groups of close eigenvalues (gap <= kSmallEigenGroupGap·‖T‖), as LAPACK's dstein does.
+//   2. All eigenvalues of T by multisection of Sturm counts taken from the signs of T − xI's
+//      leading minors (a warp per eigenvalue, 64 points per round), to 2u·‖T‖.
+//   3. The eigenvectors of T for the eigenvalues first..n-1: an isolated eigenvalue's from a
+//      twisted factorisation of T − λI; a group of close eigenvalues (gap <= kSmallEigenGroupGap·
+//      ‖T‖) by inverse iteration (tridiagonal LU with partial pivoting, two solves),
+//      re-orthogonalised by modified Gram–Schmidt within the group, as LAPACK's dstein does.
 //   4. Back-transformation of those vectors by the reflectors (a warp per eigenvector), or Q
 //      formed by the reflectors beside stages 2 and 3 and one GEMM after them.
 // A group of more than kSmallEigenMaxGroup close eigenvalues among first..n-1 (the zero
