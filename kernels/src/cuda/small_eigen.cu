@@ -17,8 +17,8 @@ constexpr int kBisectWarps = 4;     // eigenvalues per block, a warp each
 // slower: eigenvalues 0.41 -> 0.93-1.03 ms at n = 576 (the rounds are issue-bound, not
 // latency-bound: one warp per scheduler already keeps the pipes busy; v10).
 constexpr int kBisectPoints = 2;
-constexpr bool kSturmByMinors =
-    true;  // SturmCountsByMinors; SturmCounts stays as the probe's reference
+// SturmCountsByMinors; SturmCounts stays as the probe's reference.
+constexpr bool kSturmByMinors = true;
 constexpr int kInverseThreads = 4;  // eigenvalue groups, a thread each (with its shared memory)
 constexpr int kInverseArrays = 6;   // per thread: LU of T − λI (5 arrays) and the iterate
 // Solves per eigenvector: λ is within ~2u·‖T‖ and ungrouped neighbours are more than
