@@ -94,9 +94,10 @@ struct TridiagParams {
 
 // The reflector H_j = I − tau·v·vᵀ that maps x[j+1..n-1] onto beta·e_1 (LAPACK's dlarfg), from
 // x[j..n-1] and xnorm2 = Σ_{k > j+1} x[k]² (the same bits in every block): v into vn, T's
-// entries d_j and e_j (block 0). Returns tau.
+// entries d_j and e_j (block 0). Returns tau, and in scale_out the factor with v[k] = x[k]·scale
+// for k > j+1.
 __device__ double Reflect(int j, const double* x, double xnorm2, double* vn, const TridiagParams& p,
-                          bool leader) {
+                          bool leader, double& scale_out) {
   const int n = p.n;
   const double alpha = x[j + 1];
   double tau = 0.0, beta = alpha, scale = 0.0;
@@ -115,23 +116,27 @@ __device__ double Reflect(int j, const double* x, double xnorm2, double* vn, con
     p.e[j] = beta;
     p.tau[j] = tau;
   }
+  scale_out = scale;
   return tau;
 }
 
 // The fused pass of one warp over its first `kRows` own rows (rowp, with vi = v_i, wi = w_i):
 // kUpdate: row −= v_i·wᵀ + w_i·vᵀ (column j's rank-2 update) for k >= k0, then acc += row·vn
-// (p_{j+1}'s dot products); the row with index `next` (or none: -1) is also stored to `seen`.
-// One instantiation per row count and update flag, so that the loop has no per-element
-// conditions (with them it ran 4.5 IMAD per DFMA and reconverged at every row: ncu, v10).
+// with vn[k] = x[k]·scale, 1 at k = j+2 (p_{j+1}'s dot products); the row with index `next` (or
+// none: -1) is also stored to `seen`. One instantiation per row count and update flag, so that the
+// loop has no per-element conditions (with them it ran 4.5 IMAD per DFMA and reconverged at every
+// row: ncu, v10).
 template <int kRows, bool kUpdate>
 __device__ __forceinline__ void UpdateOwnRows(
     double* const (&rowp)[kRowsPerWarp], const double (&vi)[kRowsPerWarp],
     const double (&wi)[kRowsPerWarp], double (&acc)[kRowsPerWarp], const double* __restrict__ w,
-    const double* __restrict__ v, const double* __restrict__ vn, int k0, int n, int next,
-    double* seen) {
+    const double* __restrict__ v, const double* __restrict__ x, double scale, int k0, int n,
+    int next, double* seen) {
+  const int k_first = k0 - static_cast<int>(threadIdx.x & 31);
 #pragma unroll 2
   for (int k = k0; k < n; k += 32) {
-    const double vnk = vn[k];
+    // vn[k] as Reflect forms it (the same bits); vn[j+2] = 1, the first k of lane 0.
+    const double vnk = k == k_first ? 1.0 : x[k] * scale;
     double wk = 0.0, vk = 0.0;
     if (kUpdate) {
       wk = w[k];
@@ -282,8 +287,11 @@ __global__ void __launch_bounds__(kTridThreads) TridiagonalizeKernel(TridiagPara
     // Also publishes x and w. The previous call's partials were read before this column's cluster
     // barrier.
     const double xnorm2 = BlockSumOneBarrier<kTridWarps>(part, red);
-    const double tau_next = Reflect(j + 1, x, xnorm2, vn, p, leader);
-    __syncthreads();
+    // No barrier after Reflect: the fused pass below forms vn's entries from x (complete since
+    // the barrier above) itself, and vn is next read after the cluster barrier (one barrier
+    // fewer per column: v12).
+    double scale = 0.0;
+    const double tau_next = Reflect(j + 1, x, xnorm2, vn, p, leader, scale);
     ATP_PROF(2);
     // Rows i >= j+2: the update of column j, p_{j+1}, and row j+2 for the next column.
     const int base = first_own + warp;
@@ -309,16 +317,19 @@ __global__ void __launch_bounds__(kTridThreads) TridiagonalizeKernel(TridiagPara
       const bool update = tau != 0.0;
       static_assert(kRowsPerWarp == 3, "the dispatch below");
       if (update) {
-        if (count == 3) UpdateOwnRows<3, true>(rowp, vi, wi, acc, w, v, vn, k0, n, next, seen_next);
-        if (count == 2) UpdateOwnRows<2, true>(rowp, vi, wi, acc, w, v, vn, k0, n, next, seen_next);
-        if (count == 1) UpdateOwnRows<1, true>(rowp, vi, wi, acc, w, v, vn, k0, n, next, seen_next);
+        if (count == 3)
+          UpdateOwnRows<3, true>(rowp, vi, wi, acc, w, v, x, scale, k0, n, next, seen_next);
+        if (count == 2)
+          UpdateOwnRows<2, true>(rowp, vi, wi, acc, w, v, x, scale, k0, n, next, seen_next);
+        if (count == 1)
+          UpdateOwnRows<1, true>(rowp, vi, wi, acc, w, v, x, scale, k0, n, next, seen_next);
       } else {
         if (count == 3)
-          UpdateOwnRows<3, false>(rowp, vi, wi, acc, w, v, vn, k0, n, next, seen_next);
+          UpdateOwnRows<3, false>(rowp, vi, wi, acc, w, v, x, scale, k0, n, next, seen_next);
         if (count == 2)
-          UpdateOwnRows<2, false>(rowp, vi, wi, acc, w, v, vn, k0, n, next, seen_next);
+          UpdateOwnRows<2, false>(rowp, vi, wi, acc, w, v, x, scale, k0, n, next, seen_next);
         if (count == 1)
-          UpdateOwnRows<1, false>(rowp, vi, wi, acc, w, v, vn, k0, n, next, seen_next);
+          UpdateOwnRows<1, false>(rowp, vi, wi, acc, w, v, x, scale, k0, n, next, seen_next);
       }
     }
     if (tau_next != 0.0) {
