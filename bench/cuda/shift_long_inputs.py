@@ -12,9 +12,9 @@
 # the cases where 3 products suffice from those where they do not.
 #
 # --predictor (another ~3 minutes): an Aitken extrapolation of the k-column residuals after the
-# first three blocks (all known before the third block's eigensolve: the checks' dot products and
-# trace(T)), (r3 − r∞) / r3, against the reconstruction with 3 and 4 products, on the benchmark's
-# structure and on the GPU tests' input families plus a slow decay and a plateau.
+# first three blocks (all known before the third block's eigensolve: the checks' dot products
+# and trace(T)), (r3 − r∞) / r3, against the reconstruction with 3 and 4 products, on the
+# benchmark's structure and on the GPU tests' input families plus a slow decay and a plateau.
 import math
 import sys
 
