@@ -8,7 +8,12 @@
 # the counts into the estimate.
 #
 #   python3 bench/cuda/two_stage_tridiag.py
-import numpy as np, math, time
+import math
+import time
+
+import numpy as np
+
+
 def house(x):
     """v, tau, beta with (I - tau v v^T) x = beta e1, v[0] = 1 (LAPACK dlarfg)."""
     alpha = x[0]; xn = np.linalg.norm(x[1:])
@@ -71,6 +76,6 @@ for n in (528,):
         d, e, count, depth = band_to_tridiag(B, b)
         T = np.diag(d) + np.diag(e, 1) + np.diag(e, -1)
         err = np.max(np.abs(np.linalg.eigvalsh(T) - w)) / np.max(np.abs(w))
-        print(f"n={n} b={b}: panels {panels} (panel QR steps {psteps}, cluster barriers ~{4 * panels}), "
-              f"outside-band {band_err:.1e}; chase reflectors {count}, pipelined chain ~{depth}; "
-              f"eigenvalue error {err:.1e} ({time.time() - t0:.1f} s)", flush=True)
+        print(f"n={n} b={b}: panels {panels} (panel QR steps {psteps}, cluster barriers "
+              f"~{4 * panels}), outside-band {band_err:.1e}; chase reflectors {count}, pipelined "
+              f"chain ~{depth}; eigenvalue error {err:.1e} ({time.time() - t0:.1f} s)", flush=True)
