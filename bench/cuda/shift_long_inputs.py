@@ -37,17 +37,20 @@ def orth(y):
 
 def run(G, lam, r, k, p, est, seed=1):
     """p products (the last one feeds Rayleigh–Ritz), μ from est after the second product, as in
-    basis.cc. Returns (reconstruction / optimum, μ / λ_{k+1}, check passed, residuals before
-    each product after the first)."""
+    basis.cc. Returns (reconstruction / optimum, μ / λ_{k+1}, check passed, the k-column
+    residual of every block, the last one included)."""
     m = G.shape[0]
     total = lam.sum()
-    opt = math.sqrt(total - lam[:r].sum())
+    opt = math.sqrt(max(total - lam[:r].sum(), 1e-300))
     q = orth(G @ np.random.default_rng(seed).standard_normal((m, k)))
     mu = 0.0
     resid = []
-    for it in range(1, p):
-        y = G @ q - mu * q
-        resid.append(total - np.sum(q * (G @ q)))
+    for it in range(1, p + 1):
+        gq = G @ q
+        resid.append(total - np.sum(q * gq))
+        if it == p:
+            break
+        y = gq - mu * q
         if it == 1 and est is not None:
             mu = est(q, y, total, m, k)
             y = y - mu * q
@@ -92,29 +95,6 @@ for L, d in ((4096, 1024), (16384, 1024)):
         print(f"  residual decrease seen at the third product (resid 0.5): {decrease:.2e}")
 
 
-def residuals(G, lam, r, k, p, est, seed=1):
-    """As run(), but also the k-column residual of every block, the last one included."""
-    m = G.shape[0]
-    total = lam.sum()
-    opt = math.sqrt(max(total - lam[:r].sum(), 1e-300))
-    q = orth(G @ np.random.default_rng(seed).standard_normal((m, k)))
-    mu = 0.0
-    res = []
-    for it in range(1, p + 1):
-        gq = G @ q
-        res.append(total - np.sum(q * gq))
-        if it == p:
-            break
-        y = gq - mu * q
-        if it == 1 and est is not None:
-            mu = est(q, y, total, m, k)
-            y = y - mu * q
-        q = orth(y)
-    w, W = np.linalg.eigh(q.T @ G @ q)
-    v = q @ W[:, ::-1][:, :r]
-    return math.sqrt(max(total - np.trace(v.T @ G @ v), 0)) / opt, res
-
-
 def aitken_excess(res):
     r1, r2, r3 = res[-3:]
     denom = (r3 - r2) - (r2 - r1)
@@ -144,7 +124,7 @@ if "--predictor" in sys.argv:
         lam = np.linalg.eigvalsh(G)[::-1]
         cases += [(f"{name} r={r}", G, lam, r) for r in (40, 100)]
     for name, G, lam, r in cases:
-        rec3, res = residuals(G, lam, r, r + 16, 3, resid_est(0.5))
-        rec4, _ = residuals(G, lam, r, r + 16, 4, resid_est(0.5))
+        rec3, _, _, res = run(G, lam, r, r + 16, 3, resid_est(0.5))
+        rec4 = run(G, lam, r, r + 16, 4, resid_est(0.5))[0]
         print(f"{name:>30}: 3 products {rec3:.5f}, 4 products {rec4:.5f}, "
               f"predictor {aitken_excess(res):.2e}", flush=True)
