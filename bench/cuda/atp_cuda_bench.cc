@@ -383,6 +383,8 @@ void Variants(DeviceContext& ctx, const Flags& f) {
          o.power_iterations = 5;
        }},
       {"shifted5", [](BasisOptions& o) { o.power_iterations = 5; }},
+      {"rejected",  // an absurd shift, always rejected: the unshifted fallback's time and accuracy
+       [](BasisOptions& o) { o.shift_fraction = 1e6; }},
       {"cusolver_potrf", [](BasisOptions& o) { o.own_cholesky = false; }},
       {"syevd", [](BasisOptions& o) { o.eig = EigSolver::kSyevd; }},
       {"final1", [](BasisOptions& o) { o.cholqr_passes_final = 1; }},

@@ -872,13 +872,13 @@ absl::StatusOr<DeviceBasis> BasisRun::Run() {
 absl::StatusOr<DeviceBasis> ComputePrincipalBases(DeviceContext& ctx, ConstMat x, int64_t length,
                                                   int64_t width, const BasisOptions& options) {
   if (x.type == DevType::kF64) return absl::InternalError("ComputePrincipalBases: f64 input");
-  // A shifted run that fails its check is computed again unshifted, with one product more: the
+  // A shifted run that fails its check is computed again unshifted, with two products more: the
   // unshifted iteration converges more slowly, and with the same products it broke the 1% rule
   // where the shifted one met it (3 products at L = 32768..65536, r = 256..1024: 1.010-1.022x the
   // optimum; bench/cuda/NOTES.md v12).
   BasisOptions unshifted = options;
   unshifted.shift_fraction = 0.0;
-  unshifted.power_iterations = options.power_iterations + 1;
+  unshifted.power_iterations = options.power_iterations + BasisOptions::kUnshiftedExtraProducts;
   {
     BasisRun run(ctx, x, length, width, options);
     absl::StatusOr<DeviceBasis> basis = run.Run();

@@ -492,8 +492,8 @@ TEST_F(CudaDeviceTest, RandomizedBasisOrthonormalisationPathsAgree) {
 // The spectral shift (BasisOptions::shift_fraction): on inputs with a spectral gap the shifted
 // iteration finds the same singular values as the unshifted one; an absurd shift fraction makes μ
 // exceed half the smallest Ritz value, so the check rejects it and the basis is computed again
-// without a shift and with one product more — the same result as asking for that; a matrix of
-// rank < k takes no shift.
+// without a shift and with kUnshiftedExtraProducts more — the same result as asking for that; a
+// matrix of rank < k takes no shift.
 TEST_F(CudaDeviceTest, SpectralShiftIsCheckedAndFallsBack) {
   const uint64_t seed = FreshSeed();
   SCOPED_TRACE(SeedTrace(seed));
@@ -511,9 +511,9 @@ TEST_F(CudaDeviceTest, SpectralShiftIsCheckedAndFallsBack) {
         options.policy = RankPolicy::Fixed(r);
         options.method = DecomposeMethod::kRandomized;
         options.shift_fraction = fraction;
-        // A rejected shifted run is computed again unshifted with one product more: the
-        // unshifted reference takes as many.
-        if (fraction == 0.0) options.power_iterations += 1;
+        // A rejected shifted run is computed again unshifted with more products: the unshifted
+        // reference takes as many.
+        if (fraction == 0.0) options.power_iterations += BasisOptions::kUnshiftedExtraProducts;
         absl::StatusOr<DeviceBasis> b = ComputePrincipalBases(*ctx_, xm, L, d, options);
         ASSERT_TRUE(b.ok()) << b.status();
         ASSERT_EQ(b->rank, r);
@@ -538,8 +538,10 @@ TEST_F(CudaDeviceTest, SpectralShiftIsCheckedAndFallsBack) {
         }
       }
       if (kind == "gapped" || kind == "rank-deficient") {  // a gap after the 24th
+        // The reference takes kUnshiftedExtraProducts more products: the shifted run's values
+        // just above the gap differ by its own convergence error (up to 2.7e-6 measured, bf16).
         for (int64_t i = 0; i < 24; ++i) {
-          EXPECT_NEAR(bases[1].sigma[i], bases[0].sigma[i], 1e-6 * bases[0].sigma[i]) << i;
+          EXPECT_NEAR(bases[1].sigma[i], bases[0].sigma[i], 1e-5 * bases[0].sigma[i]) << i;
         }
       }
     }
