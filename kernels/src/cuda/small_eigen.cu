@@ -155,6 +155,21 @@ __device__ __forceinline__ void UpdateOwnRows(
   }
 }
 
+// UpdateOwnRows for the run-time row count (1..kRows; 0: nothing to do).
+template <int kRows, bool kUpdate>
+__device__ __forceinline__ void UpdateOwnRowsUpTo(
+    int count, double* const (&rowp)[kRowsPerWarp], const double (&vi)[kRowsPerWarp],
+    const double (&wi)[kRowsPerWarp], double (&acc)[kRowsPerWarp], const double* __restrict__ w,
+    const double* __restrict__ v, const double* __restrict__ x, double scale, int k0, int n,
+    int next, double* seen) {
+  if (count == kRows) {
+    UpdateOwnRows<kRows, kUpdate>(rowp, vi, wi, acc, w, v, x, scale, k0, n, next, seen);
+  } else if constexpr (kRows > 1) {
+    UpdateOwnRowsUpTo<kRows - 1, kUpdate>(count, rowp, vi, wi, acc, w, v, x, scale, k0, n, next,
+                                          seen);
+  }
+}
+
 // One cluster. Block `rank` holds the rows i = li·blocks + rank of A in shared memory (full rows,
 // updated in place: the trailing matrix stays symmetric). One cluster barrier per column j.
 // Before it, every block has p_j = tau_j·A22·v_j for its own rows, and the owner of row j+1 has
@@ -312,25 +327,12 @@ __global__ void __launch_bounds__(kTridThreads) TridiagonalizeKernel(TridiagPara
       if (has[r] && i == j + 2) next = r;
       acc[r] = 0.0;
     }
-    {
-      const int k0 = j + 2 + lane;
-      const bool update = tau != 0.0;
-      static_assert(kRowsPerWarp == 3, "the dispatch below");
-      if (update) {
-        if (count == 3)
-          UpdateOwnRows<3, true>(rowp, vi, wi, acc, w, v, x, scale, k0, n, next, seen_next);
-        if (count == 2)
-          UpdateOwnRows<2, true>(rowp, vi, wi, acc, w, v, x, scale, k0, n, next, seen_next);
-        if (count == 1)
-          UpdateOwnRows<1, true>(rowp, vi, wi, acc, w, v, x, scale, k0, n, next, seen_next);
-      } else {
-        if (count == 3)
-          UpdateOwnRows<3, false>(rowp, vi, wi, acc, w, v, x, scale, k0, n, next, seen_next);
-        if (count == 2)
-          UpdateOwnRows<2, false>(rowp, vi, wi, acc, w, v, x, scale, k0, n, next, seen_next);
-        if (count == 1)
-          UpdateOwnRows<1, false>(rowp, vi, wi, acc, w, v, x, scale, k0, n, next, seen_next);
-      }
+    if (tau != 0.0) {
+      UpdateOwnRowsUpTo<kRowsPerWarp, true>(count, rowp, vi, wi, acc, w, v, x, scale, j + 2 + lane,
+                                            n, next, seen_next);
+    } else {
+      UpdateOwnRowsUpTo<kRowsPerWarp, false>(count, rowp, vi, wi, acc, w, v, x, scale, j + 2 + lane,
+                                             n, next, seen_next);
     }
     if (tau_next != 0.0) {
       double* dst = pown + ((j + 1) & 1) * rows;
