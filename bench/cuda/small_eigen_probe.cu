@@ -20,8 +20,7 @@
 #include <random>
 #include <vector>
 
-#include "cuda/band_tridiag.cu"  // the kernels themselves, to time the stages one by one
-#include "cuda/small_eigen.cu"
+#include "cuda/small_eigen.cu"  // the kernels themselves, to time the stages one by one
 using namespace atp::kernels::cuda;
 #define CK(x)                                                              \
   do {                                                                     \
@@ -187,20 +186,6 @@ Timing Case(const char* name, const std::vector<double>& a, int n, int first, bo
     // Each stage after the ones before it, in the solver's order; the last three are alternatives.
     const std::vector<std::pair<const char*, std::function<void()>>> stages = {
         {"tridiag", [&] { CK(LaunchSmallEigenReduce(da, n, ws, st)); }},
-        {"band reduce",
-         [&] {
-           if (!TwoStage(n, blocks)) return;
-           const BandReduceParams bp{da, n, PanelCount(n), w.band, nullptr};
-           ClusterLaunch launch(blocks, kBrThreads, BandReduceSmemDoubles(n, blocks) * 8, st);
-           CK(n - kBand <= kBrThreads ? launch.Run(BandReduceKernel<1>, bp)
-                                      : launch.Run(BandReduceKernel<2>, bp));
-         }},
-        {"chase",
-         [&] {
-           if (!TwoStage(n, blocks)) return;
-           const ChaseParams cp{w.band.band, n, HopSlots(n), d, e, w.band.refl};
-           ChaseKernel<<<1, kChaseWarps * 32, ChaseSmemBytes(n), st>>>(cp);
-         }},
         {"eigenvalues",
          [&] {
            EigenvaluesKernel<kSturmByMinors>
@@ -254,9 +239,8 @@ Timing Case(const char* name, const std::vector<double>& a, int n, int first, bo
         if (it >= 5) times[k].push_back(ms);
       }
     }
-    printf("TIME %s %s n=%d cluster=%d smem=%zu: own %.3f ms, syevd %.3f ms -> %.1fx;",
-           TwoStage(n, blocks) ? "[two-stage]" : "[one-stage]", name, n, blocks,
-           TridiagSmemBytes(n, blocks), t.own, t.syevd, t.syevd / t.own);
+    printf("TIME %s n=%d cluster=%d smem=%zu: own %.3f ms, syevd %.3f ms -> %.1fx;", name, n,
+           blocks, TridiagSmemBytes(n, blocks), t.own, t.syevd, t.syevd / t.own);
     for (size_t k = 0; k < stages.size(); ++k) {
       std::sort(times[k].begin(), times[k].end());
       printf(" %s %.3f%s", stages[k].first, times[k][10], k + 1 < stages.size() ? "," : "\n");
@@ -327,37 +311,6 @@ void Profile(int n) {
 
 void AllCases();
 
-// Cycles per panel of the band reduction's phases (clock64 in the kernel), blocks 0, 5, 15.
-void BandProfile(int n) {
-  std::mt19937_64 r0(7);
-  std::normal_distribution<double> g0;
-  std::vector<double> a(n * n);
-  for (int i = 0; i < n; ++i)
-    for (int k = 0; k <= i; ++k) a[i * n + k] = a[k * n + i] = g0(r0);
-  double *da, *ws;
-  CK(cudaMalloc(&da, 8 * n * n));
-  CK(cudaMalloc(&ws, SmallEigenWorkspaceBytes(n)));
-  CK(cudaMemcpy(da, a.data(), 8 * n * n, cudaMemcpyHostToDevice));
-  for (int it = 0; it < 3; ++it) CK(LaunchSmallEigenReduce(da, n, ws, st));
-  CK(cudaStreamSynchronize(st));
-  long long zero[16][8] = {};
-  CK(cudaMemcpyToSymbol(g_band_prof, zero, sizeof(zero)));
-  for (int it = 0; it < 10; ++it) CK(LaunchSmallEigenReduce(da, n, ws, st));
-  CK(cudaStreamSynchronize(st));
-  long long pr[16][8];
-  CK(cudaMemcpyFromSymbol(pr, g_band_prof, sizeof(pr)));
-  const double panels = 10.0 * PanelCount(n);
-  for (int r : {0, 5, 15}) {
-    printf(
-        "BANDPROF n=%d rank %d cycles/panel: sync1 %.0f qr %.0f vstore %.0f x %.0f sync2 %.0f mu "
-        "%.0f update %.0f publish %.0f\n",
-        n, r, pr[r][0] / panels, pr[r][1] / panels, pr[r][2] / panels, pr[r][3] / panels,
-        pr[r][4] / panels, pr[r][5] / panels, pr[r][6] / panels, pr[r][7] / panels);
-  }
-  cudaFree(da);
-  cudaFree(ws);
-}
-
 int main() {
   CK(cudaStreamCreate(&st));
   CS(cusolverDnCreate(&sol));
@@ -369,19 +322,8 @@ int main() {
       "supported(609)=%d\n",
       prop.name, ClusterBlocks(576), SmallEigenSupported(576), SmallEigenSupported(608),
       SmallEigenSupported(609));
-  SetSmallEigenTwoStage(false);
   Profile(576);
   Profile(528);
-  SetSmallEigenTwoStage(true);
-  printf("== two-stage tridiagonalisation where it fits (n <= %d here) ==\n", [] {
-    int n = 1;
-    while (TwoStage(n + 1, ClusterBlocks(n + 1))) ++n;
-    return n;
-  }());
-  BandProfile(528);
-  AllCases();
-  printf("== one-stage tridiagonalisation (the default) ==\n");
-  SetSmallEigenTwoStage(false);
   AllCases();
   printf(failures ? "FAILURES: %d\n" : "ALL PASS\n", failures);
   return failures ? 1 : 0;

@@ -1,9 +1,7 @@
 #include <cooperative_groups.h>
 
-#include <atomic>
 #include <cfloat>
 
-#include "cuda/band_tridiag.h"
 #include "cuda/cluster_launch.h"
 #include "cuda/small_eigen.h"
 
@@ -833,32 +831,11 @@ __global__ void __launch_bounds__(kWarps * 32)
   }
 }
 
-// Rows m >= first of Zᵀ·Qᵀ (the two-stage path's back-transformation in LaunchSmallEigen): a
-// 16 x 16 tile a block.
-__global__ void __launch_bounds__(256)
-    ZtQtKernel(const double* zt, const double* qt, int n, int first, double* vectors) {
-  __shared__ double zs[16][17], qs[16][17];
-  const int tx = threadIdx.x & 15, ty = threadIdx.x >> 4;
-  const int m0 = first + static_cast<int>(blockIdx.y) * 16, c0 = static_cast<int>(blockIdx.x) * 16;
-  double acc = 0.0;
-  for (int k0 = 0; k0 < n; k0 += 16) {
-    const int k = k0 + ty;
-    zs[ty][tx] = k < n && m0 + tx < n ? zt[static_cast<size_t>(k) * n + m0 + tx] : 0.0;
-    qs[ty][tx] = k < n && c0 + tx < n ? qt[static_cast<size_t>(k) * n + c0 + tx] : 0.0;
-    __syncthreads();
-#pragma unroll
-    for (int kk = 0; kk < 16; ++kk) acc += zs[kk][ty] * qs[kk][tx];
-    __syncthreads();
-  }
-  if (m0 + ty < n && c0 + tx < n) vectors[static_cast<size_t>(m0 + ty) * n + c0 + tx] = acc;
-}
-
 // ---- Host side --------------------------------------------------------------------------------
 
 struct DeviceSupport {
   int max_cluster = 0;  // 16, 8 or 0 (no cluster launch of the tridiagonalisation)
   size_t max_smem = 0;
-  bool band_ready = false;  // the two-stage kernels' limits raised
 };
 
 DeviceSupport QuerySupport(int dev) {
@@ -875,19 +852,8 @@ DeviceSupport QuerySupport(int dev) {
                            optin) == cudaSuccess) {
     s.max_smem = static_cast<size_t>(optin);
     s.max_cluster = LargestResidentCluster(TridiagonalizeKernel, kTridThreads, s.max_smem);
-    s.band_ready = BandTridiagConfigure(s.max_smem) == cudaSuccess;
   }
   return s;
-}
-
-// Off by default: slower than the one-stage kernel (NOTES v13); kept for the probe.
-std::atomic<bool> g_two_stage{false};
-
-// Whether Reduce / FormQ take the two-stage path for n (else the one-stage tridiagonalisation).
-bool TwoStage(int64_t n, int blocks) {
-  const DeviceSupport s = PerDevice<DeviceSupport, QuerySupport>();
-  return g_two_stage.load() && s.band_ready &&
-         BandReduceFits(static_cast<int>(n), blocks, s.max_smem);
 }
 
 // The cluster size for n (0: not supported).
@@ -906,14 +872,8 @@ int ClusterBlocks(int64_t n) {
 
 bool SmallEigenSupported(int64_t n) { return ClusterBlocks(n) > 0; }
 
-void SetSmallEigenTwoStage(bool on) { g_two_stage.store(on); }
-
 size_t SmallEigenWorkspaceBytes(int64_t n) {
-  size_t band[6] = {};
-  if (n <= kSmallEigenMaxN) BandTridiagDoubles(static_cast<int>(n), band);
-  size_t doubles = static_cast<size_t>(3 * n + 4 + 3 * n * n);
-  for (const size_t b : band) doubles += b;
-  return doubles * sizeof(double);
+  return static_cast<size_t>(3 * n + 4 + 3 * n * n) * sizeof(double);
 }
 
 namespace {
@@ -928,7 +888,6 @@ struct Workspace {
   double* hh;
   double* zt;
   double* qt;
-  BandTridiagBuffers band;  // the two-stage path's
 };
 
 Workspace Carve(void* workspace, int n) {
@@ -940,15 +899,6 @@ Workspace Carve(void* workspace, int n) {
   w.hh = w.scalars + 4;
   w.zt = w.hh + static_cast<size_t>(n) * n;
   w.qt = w.zt + static_cast<size_t>(n) * n;
-  size_t sizes[6];
-  BandTridiagDoubles(n, sizes);
-  double* next = w.qt + static_cast<size_t>(n) * n;
-  double** const parts[6] = {&w.band.band, &w.band.pv,    &w.band.pt,
-                             &w.band.xg,   &w.band.pcols, &w.band.refl};
-  for (int i = 0; i < 6; ++i) {
-    *parts[i] = next;
-    next += sizes[i];
-  }
   return w;
 }
 
@@ -964,9 +914,6 @@ cudaError_t LaunchSmallEigenReduce(const double* a, int64_t n64, void* workspace
   if (blocks == 0) return cudaErrorNotSupported;
   const int n = static_cast<int>(n64);
   const Workspace ws = Carve(workspace, n);
-  if (TwoStage(n, blocks)) {
-    return LaunchBandTridiag(a, n, blocks, ws.d, ws.e, ws.band, stream, started);
-  }
   cudaError_t err = cudaMemsetAsync(ws.tau, 0, sizeof(double) * n, stream);  // tau[n-2..] = 0
   if (err != cudaSuccess) return err;
   TridiagParams tp{a, n, ws.d, ws.e, ws.tau, ws.hh, ws.zt, started};  // zt: free until stage 3
@@ -995,11 +942,9 @@ cudaError_t LaunchSmallEigenOfT(int64_t n64, int64_t first64, double* lambda, in
 }
 
 cudaError_t LaunchSmallEigenFormQ(int64_t n64, void* workspace, cudaStream_t stream) {
-  const int blocks = ClusterBlocks(n64);
-  if (blocks == 0) return cudaErrorNotSupported;
+  if (ClusterBlocks(n64) == 0) return cudaErrorNotSupported;
   const int n = static_cast<int>(n64);
   const Workspace ws = Carve(workspace, n);
-  if (TwoStage(n, blocks)) return LaunchBandFormQt(n, ws.band, ws.qt, stream);
   BackTransformKernel<kBackWarps>
       <<<(n + kBackWarps - 1) / kBackWarps, kBackWarps * 32, 0, stream>>>(ws.hh, ws.tau, nullptr, n,
                                                                           0, ws.qt);
@@ -1024,12 +969,7 @@ cudaError_t LaunchSmallEigen(const double* a, int64_t n64, int64_t first64, doub
   const int first = ClampFirst(first64, n64);
   const Workspace ws = Carve(workspace, n);
   const int count = n - first;
-  if (count > 0 && TwoStage(n, ClusterBlocks(n64))) {
-    err = LaunchSmallEigenFormQ(n64, workspace, stream);
-    if (err != cudaSuccess) return err;
-    const dim3 grid((n + 15) / 16, (count + 15) / 16);
-    ZtQtKernel<<<grid, 256, 0, stream>>>(ws.zt, ws.qt, n, first, vectors);
-  } else if (count > 0) {
+  if (count > 0) {
     BackTransformKernel<kBackWarps>
         <<<(count + kBackWarps - 1) / kBackWarps, kBackWarps * 32, 0, stream>>>(
             ws.hh, ws.tau, ws.zt, n, first, vectors);

@@ -40,11 +40,6 @@ constexpr double kSmallEigenGroupGap = 1e-9;
 // shared memory). Thread-safe; the device query is cached per device.
 bool SmallEigenSupported(int64_t n);
 
-// Whether the tridiagonalisation takes two stages (dense -> band -> tridiagonal: band_tridiag.h)
-// where they fit, or one (a cluster barrier a column; the default: the two-stage path measured
-// 4-6 ms against 1.85 at n = 528, bench/cuda/NOTES.md v13). For the probe and the tests.
-void SetSmallEigenTwoStage(bool on);
-
 // Bytes of device workspace LaunchSmallEigen needs for this n.
 size_t SmallEigenWorkspaceBytes(int64_t n);
 
