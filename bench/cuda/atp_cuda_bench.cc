@@ -411,6 +411,9 @@ void Variants(DeviceContext& ctx, const Flags& f) {
        }},
       {"max6", [](BasisOptions& o) { o.power_iterations = 6; }},
       {"iter_split1", [](BasisOptions& o) { o.iteration_split = 1; }},
+      {"rough0", [](BasisOptions& o) { o.rough_products = 0; }},  // the default before v13
+      {"rough2", [](BasisOptions& o) { o.rough_products = 2; }},
+      {"rough3", [](BasisOptions& o) { o.rough_products = 3; }},
       {"rr_split2", [](BasisOptions& o) { o.rayleigh_ritz_split = 2; }},
       {"oversample32", [](BasisOptions& o) { o.oversampling = 32; }},
       {"oversample64", [](BasisOptions& o) { o.oversampling = 64; }},

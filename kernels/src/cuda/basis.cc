@@ -430,7 +430,8 @@ absl::Status BasisRun::Randomized() {
   ATP_ASSIGN_OR_RETURN(DeviceBuffer y_next, ctx_.Alloc(ct_, m_ * k_));
   for (int it = 0; it < products; ++it) {
     const void* from = it == 0 ? omega.get() : y.get();
-    ATP_RETURN_IF_ERROR(ApplyG(from, iteration_split, /*shifted=*/true, y_next.get()));
+    const int split = it < opt_.rough_products ? std::min(iteration_split, 1) : iteration_split;
+    ATP_RETURN_IF_ERROR(ApplyG(from, split, /*shifted=*/true, y_next.get()));
     ++products_;
     if (opt_.beside_at == BasisOptions::BesideAt::kFirstProduct) {
       ATP_RETURN_IF_ERROR(Beside());  // after the first product: GEMMs do not share SMs well

@@ -83,6 +83,12 @@ struct BasisOptions {
   // exactly cholqr_passes_final passes.
   bool final_newton_schulz = true;
   int iteration_split = 2;
+  // The first rough_products products with G take one bf16 level (one GEMM instead of three)
+  // when iteration_split > 1: the later, accurate products damp what its rounding adds. H200
+  // (NOTES v13), reconstruction / optimum at L = 16384, r = 512: 1.00587 with 0, 1.00591 with 1
+  // (products 0.61 -> 0.55 ms), 1.00621 with 2, 1.00690 with 3; at r = 1024 (L = 16384..65536)
+  // 1 costs at most +0.00005, 2 reaches 1.0096 and 3 1.0123 (past the 1% rule).
+  int rough_products = 1;
   int rayleigh_ritz_split = 3;
   EigSolver eig = EigSolver::kResident;
   // The own kernels in CholeskyQR: the Cholesky factorisation (cluster or blocked, see Potrf)
