@@ -159,6 +159,14 @@ class BasisRun {
   absl::Status ApplyG(const void* q, int split, bool shifted, void* out);
   // Computes the other side (U when L >= d, else V) from e_, orthonormalised, into z_.
   absl::Status OtherSide();
+  // rows_of_e [rows, m] (type ct_) times X from the eigen side's side: [rows, L] = rows_of_e·Xᵀ
+  // when L >= d, else [rows, d] = rows_of_e·X; f64 when the products with X are, else f32 from two
+  // parts of X's own type. Returns the product and its type.
+  absl::StatusOr<std::pair<DevType, DeviceBuffer>> RowsTimesX(const void* rows_of_e, int64_t rows);
+  // The sign rule's fallback: the largest entry of u_i for the flagged i (r values, 0 elsewhere),
+  // from U's rows when they are at hand, else from X·v_i for those i only.
+  absl::StatusOr<std::vector<double>> LargestEntriesOfU(const std::vector<int64_t>& flagged,
+                                                        bool have_u);
   // X = 0: σ = 0 and the first r unit vectors on both sides (they obey the sign rule), as the
   // CPU backend does.
   absl::StatusOr<DeviceBasis> ZeroBases(int64_t rank);
@@ -543,27 +551,77 @@ absl::Status BasisRun::Randomized() {
   return absl::OkStatus();
 }
 
+absl::StatusOr<std::pair<DevType, DeviceBuffer>> BasisRun::RowsTimesX(const void* rows_of_e,
+                                                                      int64_t rows) {
+  const int64_t n_other = tall_ ? l_ : d_;
+  if (gt_ == DevType::kF64) {
+    ATP_ASSIGN_OR_RETURN(DeviceBuffer z, ctx_.Alloc(ct_, rows * n_other));
+    ATP_RETURN_IF_ERROR(Gemm(ctx_, false, tall_, rows, n_other, tall_ ? d_ : l_, 1.0,
+                             ConstMat{ct_, rows_of_e, m_}, xg_, 0.0, Mat{ct_, z.get(), n_other}));
+    return std::make_pair(ct_, std::move(z));
+  }
+  // The rows through two parts of X's own type (|E| <= 1, so f16 parts cannot overflow).
+  ATP_ASSIGN_OR_RETURN(SplitMatrix es, SplitOf(ctx_, ct_, rows_of_e, rows * m_, x_.type, 2));
+  ATP_ASSIGN_OR_RETURN(DeviceBuffer z32, ctx_.Alloc(DevType::kF32, rows * n_other));
+  for (int part = 1; part >= 0; --part) {
+    ATP_RETURN_IF_ERROR(Gemm(ctx_, false, tall_, rows, n_other, tall_ ? d_ : l_, 1.0,
+                             ConstMat{x_.type, es.parts[part].get(), m_}, x_, part == 1 ? 0.0 : 1.0,
+                             Mat{DevType::kF32, z32.get(), n_other}));
+  }
+  return std::make_pair(DevType::kF32, std::move(z32));
+}
+
+absl::StatusOr<std::vector<double>> BasisRun::LargestEntriesOfU(const std::vector<int64_t>& flagged,
+                                                                bool have_u) {
+  const int64_t r = rank_;
+  ATP_ASSIGN_OR_RETURN(DeviceBuffer out, ctx_.Alloc(DevType::kF64, r));
+  if (have_u) {  // U's rows: e_ when L < d, else z_
+    ATP_RETURN_IF_ERROR(Launched(LaunchRowLargestEntry(ct_, tall_ ? z_.get() : e_.get(), l_, r, l_,
+                                                       out.as<double>(), ctx_.stream()),
+                                 "sign rule entries"));
+    return ToHostDoubles(ctx_, DevType::kF64, out.get(), r);
+  }
+  // The sign of u_i = X·v_i / σ_i is that of X·v_i: the flagged rows of E times Xᵀ only (all of U
+  // with its orthonormalisation took ~17 ms at L = 65536, r = 1024 for one flagged column: NOTES
+  // v13), or all rows when most are flagged.
+  const int64_t f = static_cast<int64_t>(flagged.size());
+  const bool all = 4 * f > r;
+  const void* rows = e_.get();
+  DeviceBuffer gathered;
+  if (!all) {
+    const size_t row_bytes = static_cast<size_t>(m_) * DevTypeSize(ct_);
+    ATP_ASSIGN_OR_RETURN(gathered, ctx_.Alloc(ct_, f * m_));
+    for (int64_t q = 0; q < f; ++q) {
+      ATP_CUDA(cudaMemcpyAsync(static_cast<char*>(gathered.get()) + q * row_bytes,
+                               static_cast<const char*>(e_.get()) + flagged[q] * row_bytes,
+                               row_bytes, cudaMemcpyDeviceToDevice, ctx_.stream()));
+    }
+    rows = gathered.get();
+  }
+  const int64_t count = all ? r : f;
+  ATP_ASSIGN_OR_RETURN(auto product, RowsTimesX(rows, count));
+  ATP_RETURN_IF_ERROR(Launched(LaunchRowLargestEntry(product.first, product.second.get(), l_, count,
+                                                     l_, out.as<double>(), ctx_.stream()),
+                               "sign rule entries"));
+  ATP_ASSIGN_OR_RETURN(std::vector<double> got,
+                       ToHostDoubles(ctx_, DevType::kF64, out.get(), count));
+  if (all) return got;
+  std::vector<double> largest(static_cast<size_t>(r), 0.0);
+  for (int64_t q = 0; q < f; ++q) largest[flagged[q]] = got[q];
+  return largest;
+}
+
 absl::Status BasisRun::OtherSide() {
   const int64_t n_other = tall_ ? l_ : d_;
   const int64_t r = rank_;
-  ATP_ASSIGN_OR_RETURN(z_, ctx_.Alloc(ct_, r * n_other));
-  const Mat z{ct_, z_.get(), n_other};
-  // tall: Z = E·Xᵀ [r, L]; wide: Z = E·X [r, d].
-  if (gt_ == DevType::kF64) {
-    ATP_RETURN_IF_ERROR(Gemm(ctx_, false, tall_, r, n_other, tall_ ? d_ : l_, 1.0,
-                             ConstMat{ct_, e_.get(), m_}, xg_, 0.0, z));
+  ATP_ASSIGN_OR_RETURN(auto product, RowsTimesX(e_.get(), r));
+  if (product.first == ct_) {
+    z_ = std::move(product.second);
   } else {
-    // E through two parts of X's own type (|E| <= 1, so f16 parts cannot overflow).
-    ATP_ASSIGN_OR_RETURN(SplitMatrix es, SplitOf(ctx_, ct_, e_.get(), r * m_, x_.type, 2));
-    ATP_ASSIGN_OR_RETURN(DeviceBuffer z32, ctx_.Alloc(DevType::kF32, r * n_other));
-    for (int part = 1; part >= 0; --part) {
-      ATP_RETURN_IF_ERROR(Gemm(ctx_, false, tall_, r, n_other, tall_ ? d_ : l_, 1.0,
-                               ConstMat{x_.type, es.parts[part].get(), m_}, x_,
-                               part == 1 ? 0.0 : 1.0, Mat{DevType::kF32, z32.get(), n_other}));
-    }
-    ATP_RETURN_IF_ERROR(
-        Launched(LaunchConvert(DevType::kF32, z32.get(), ct_, z_.get(), r * n_other, ctx_.stream()),
-                 "other side to f64"));
+    ATP_ASSIGN_OR_RETURN(z_, ctx_.Alloc(ct_, r * n_other));
+    ATP_RETURN_IF_ERROR(Launched(LaunchConvert(product.first, product.second.get(), ct_, z_.get(),
+                                               r * n_other, ctx_.stream()),
+                                 "other side to f64"));
   }
   ATP_ASSIGN_OR_RETURN(DeviceBuffer norms_dev, ctx_.Alloc(DevType::kF64, r));
   ATP_RETURN_IF_ERROR(
@@ -797,30 +855,18 @@ absl::StatusOr<DeviceBasis> BasisRun::Run() {
     for (int64_t i = 0; i < r; ++i) t[i] /= sigma_[i];
   }
   const double threshold = 1e-6 * std::sqrt(static_cast<double>(l_));
-  bool any_flagged = false;
-  for (double v : t) any_flagged |= !(std::abs(v) >= threshold);
-  if (any_flagged && tall_ && !have_z) {
-    ATP_RETURN_IF_ERROR(OtherSide());
-    have_z = true;
-    ATP_RETURN_IF_ERROR(u_row_sums());
-    ATP_ASSIGN_OR_RETURN(t, ToHostDoubles(ctx_, DevType::kF64, t_dev.get(), r));
+  std::vector<int64_t> flagged;
+  for (int64_t i = 0; i < r; ++i) {
+    if (!(std::abs(t[i]) >= threshold)) flagged.push_back(i);
+  }
+  std::vector<double> largest;
+  if (!flagged.empty()) {
+    ATP_ASSIGN_OR_RETURN(largest, LargestEntriesOfU(flagged, !tall_ || have_z));
   }
   std::vector<double> signs(static_cast<size_t>(r), 1.0);
   std::vector<double> u_sums(static_cast<size_t>(r));
-  const void* u_rows = tall_ ? z_.get() : e_.get();
   for (int64_t i = 0; i < r; ++i) {
-    double decide = t[i];
-    if (!(std::abs(t[i]) >= threshold)) {
-      ATP_ASSIGN_OR_RETURN(
-          std::vector<double> row,
-          ToHostDoubles(ctx_, ct_, static_cast<const char*>(u_rows) + i * l_ * DevTypeSize(ct_),
-                        l_));
-      size_t best = 0;
-      for (size_t j = 1; j < row.size(); ++j) {
-        if (std::abs(row[j]) > std::abs(row[best])) best = j;
-      }
-      decide = row[best];
-    }
+    const double decide = std::abs(t[i]) >= threshold ? t[i] : largest[i];
     signs[i] = decide < 0.0 ? -1.0 : 1.0;
     u_sums[i] = signs[i] * t[i];
   }

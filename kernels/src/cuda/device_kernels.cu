@@ -272,6 +272,47 @@ __global__ void RowReduceKernel(const T* x, int64_t ld, int64_t cols, const doub
   if (threadIdx.x == 0) out[i] = acc;
 }
 
+// (|value|, index) of the larger entry, the first one on ties.
+__device__ __forceinline__ void KeepLarger(double& a, int64_t& j, double& v, double a2, int64_t j2,
+                                           double v2) {
+  if (a2 > a || (a2 == a && j2 < j)) {
+    a = a2;
+    j = j2;
+    v = v2;
+  }
+}
+
+template <typename T>
+__global__ void RowLargestEntryKernel(const T* x, int64_t ld, int64_t cols, double* out) {
+  __shared__ double sa[32], sv[32];
+  __shared__ int64_t sj[32];
+  const T* row = x + static_cast<int64_t>(blockIdx.x) * ld;
+  double a = -1.0, v = 0.0;
+  int64_t j = cols;
+  for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) {
+    const double e = ToD(row[c]);
+    KeepLarger(a, j, v, fabs(e), c, e);
+  }
+  for (int off = 16; off > 0; off >>= 1) {
+    const double a2 = __shfl_down_sync(0xffffffffu, a, off);
+    const int64_t j2 = __shfl_down_sync(0xffffffffu, j, off);
+    const double v2 = __shfl_down_sync(0xffffffffu, v, off);
+    KeepLarger(a, j, v, a2, j2, v2);
+  }
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  if (lane == 0) {
+    sa[warp] = a;
+    sj[warp] = j;
+    sv[warp] = v;
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    for (int w = 1; w < static_cast<int>(blockDim.x >> 5); ++w)
+      KeepLarger(a, j, v, sa[w], sj[w], sv[w]);
+    out[blockIdx.x] = v;
+  }
+}
+
 template <typename T>
 __global__ void ScaleRowsKernel(T* x, int64_t ld, int64_t rows, int64_t cols,
                                 const double* row_scale, double scale) {
@@ -614,6 +655,16 @@ cudaError_t LaunchColumnSums(DevType t, const void* x, int64_t ld, int64_t rows,
   ATP_DISPATCH_TYPE(t, T, ColumnPartialKernel<T><<<grid, kThreads, 0, stream>>>(static_cast<const T*>(x), ld, rows, cols, partial));
   if (cudaError_t e = Launched(); e != cudaSuccess) return e;
   ColumnFinishKernel<<<GridFor(cols), kThreads, 0, stream>>>(partial, chunks, cols, out);
+  return Launched();
+}
+
+cudaError_t LaunchRowLargestEntry(DevType t, const void* x, int64_t ld, int64_t rows, int64_t cols,
+                                  double* out, cudaStream_t stream) {
+  if (rows <= 0) return cudaSuccess;
+  if (rows > (int64_t{1} << 31) - 1) return cudaErrorInvalidValue;
+  ATP_DISPATCH_TYPE(t, T,
+                    RowLargestEntryKernel<T><<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(
+                        static_cast<const T*>(x), ld, cols, out));
   return Launched();
 }
 

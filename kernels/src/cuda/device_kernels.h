@@ -54,6 +54,11 @@ enum class RowReduce { kDot, kSumSquares };
 cudaError_t LaunchRowReduce(DevType t, const void* x, int64_t ld, int64_t rows, int64_t cols,
                             const double* vec, RowReduce mode, double* out, cudaStream_t stream);
 
+// out[i] = the entry of row i with the largest magnitude (the first one on ties), in f64: the
+// sign rule's choice for a column of U whose sum vanishes (DESIGN.md §1).
+cudaError_t LaunchRowLargestEntry(DevType t, const void* x, int64_t ld, int64_t rows, int64_t cols,
+                                  double* out, cudaStream_t stream);
+
 // x[i, j] *= scale * (row_scale ? row_scale[i] : 1).
 cudaError_t LaunchScaleRows(DevType t, void* x, int64_t ld, int64_t rows, int64_t cols,
                             const double* row_scale, double scale, cudaStream_t stream);

@@ -438,6 +438,73 @@ TEST_F(CudaDeviceTest, BlockedGramGivesTheExactBasisOfTheInput) {
   }
 }
 
+// The sign rule's fallback (DESIGN.md §1: a column of U that sums to zero takes the sign of its
+// largest entry) with U at hand (need_u) and without it (L >= d: the flagged u_i from X·v_i
+// alone; with two columns flagged out of 12 only those rows are multiplied, out of 6 all are):
+// the signs of V agree with the oracle's in every case. Column 0 keeps its sign (largest entry
+// positive), column 1 is negated (largest entry negative).
+TEST_F(CudaDeviceTest, SignRuleFallbackWithAndWithoutU) {
+  const uint64_t seed = FreshSeed();
+  SCOPED_TRACE(SeedTrace(seed));
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<double> normal;
+  const int64_t L = 700, d = 96;
+  // Orthonormalises columns from..end of a (modified Gram–Schmidt, twice).
+  auto orthonormalise = [](oracle::Mat& a, int64_t from) {
+    for (int pass = 0; pass < 2; ++pass) {
+      for (int64_t j = from; j < a.cols; ++j) {
+        for (int64_t k = 0; k < j; ++k) {
+          double dot = 0;
+          for (int64_t i = 0; i < a.rows; ++i) dot += a(i, k) * a(i, j);
+          for (int64_t i = 0; i < a.rows; ++i) a(i, j) -= dot * a(i, k);
+        }
+        double norm = 0;
+        for (int64_t i = 0; i < a.rows; ++i) norm += a(i, j) * a(i, j);
+        for (int64_t i = 0; i < a.rows; ++i) a(i, j) /= std::sqrt(norm);
+      }
+    }
+  };
+  for (const int64_t r : {12, 6}) {
+    oracle::Mat u(L, r), v(d, r), sigma(r, r);
+    const double a = 1 / std::sqrt(2.0), b = 1 / std::sqrt(0.96);
+    u(0, 0) = a, u(1, 0) = -a;
+    u(2, 1) = -0.8 * b, u(3, 1) = 0.4 * b, u(4, 1) = 0.4 * b;
+    for (int64_t j = 2; j < r; ++j) {
+      for (int64_t i = 5; i < L; ++i) u(i, j) = normal(rng);
+    }
+    for (double& e : v.v) e = normal(rng);
+    orthonormalise(u, 2);
+    orthonormalise(v, 0);
+    for (int64_t i = 0; i < r; ++i) sigma(i, i) = 2.0 * static_cast<double>(r - i);
+    const oracle::Mat x = oracle::MatMulT(oracle::MatMul(u, sigma), v);
+    const oracle::Svd want = oracle::ThinSvd(x);
+    const std::vector<float> xf(x.v.begin(), x.v.end());
+    absl::StatusOr<DeviceBuffer> xd = ctx_->Alloc(DevType::kF32, L * d);
+    ASSERT_TRUE(xd.ok());
+    ASSERT_TRUE(ctx_->CopyToDevice(xd->get(), xf.data(), L * d * sizeof(float)).ok());
+    for (const bool need_u : {false, true}) {
+      for (const DecomposeMethod method : {DecomposeMethod::kExact, DecomposeMethod::kRandomized}) {
+        SCOPED_TRACE(absl::StrCat("r=", r, need_u ? " with U" : " without U",
+                                  method == DecomposeMethod::kExact ? " exact" : " randomized"));
+        BasisOptions options;
+        options.policy = RankPolicy::Fixed(r);
+        options.method = method;
+        options.need_u = need_u;
+        absl::StatusOr<DeviceBasis> got =
+            ComputePrincipalBases(*ctx_, ConstMat{DevType::kF32, xd->get(), d}, L, d, options);
+        ASSERT_TRUE(got.ok()) << got.status();
+        ASSERT_EQ(got->rank, r);
+        const std::vector<double> vt = ToHost(got->type, got->vt.get(), r * d);
+        for (int64_t i = 0; i < r; ++i) {
+          double dot = 0;
+          for (int64_t c = 0; c < d; ++c) dot += vt[i * d + c] * want.vt(i, c);
+          EXPECT_GT(dot, 0.99) << "row " << i;
+        }
+      }
+    }
+  }
+}
+
 // ‖V Vᵀ − I‖_max for the rows of a basis side (f64 on the host).
 double RowOrthonormalityError(const std::vector<double>& rows, int64_t r, int64_t n) {
   double worst = 0;
