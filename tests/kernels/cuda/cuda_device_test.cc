@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <functional>
 #include <memory>
 #include <random>
 #include <string>
@@ -364,6 +365,18 @@ DeviceBuffer BasisTestInput(DeviceContext& ctx, const std::string& kind, DevType
   return *std::move(b);
 }
 
+// Runs body(kind, type, x) on the four BasisTestInput inputs, each in f32 and in bf16.
+void ForEachBasisInput(DeviceContext& ctx, uint64_t seed, int64_t L, int64_t d,
+                       const std::function<void(const std::string&, DevType, ConstMat)>& body) {
+  for (const char* input : {"gapped", "rank-deficient", "flat", "moderate"}) {
+    for (DevType t : {DevType::kF32, DevType::kBF16}) {
+      SCOPED_TRACE(absl::StrCat(DevTypeName(t), " ", input));
+      const DeviceBuffer x = BasisTestInput(ctx, input, t, L, d, seed);
+      body(input, t, ConstMat{t, x.get(), d});
+    }
+  }
+}
+
 TEST_F(CudaDeviceTest, RandomizedBasisAtScaleMatchesTheExactOne) {
   const uint64_t seed = FreshSeed();
   SCOPED_TRACE(SeedTrace(seed));
@@ -529,33 +542,27 @@ TEST_F(CudaDeviceTest, RandomizedBasisOrthonormalisationPathsAgree) {
   const uint64_t seed = FreshSeed();
   SCOPED_TRACE(SeedTrace(seed));
   const int64_t L = 2500, d = 700, r = 40;
-  for (const char* input : {"gapped", "rank-deficient", "flat", "moderate"}) {
-    for (DevType t : {DevType::kF32, DevType::kBF16}) {
-      SCOPED_TRACE(absl::StrCat(DevTypeName(t), " ", input));
-      const std::string kind = input;
-      DeviceBuffer x = BasisTestInput(*ctx_, kind, t, L, d, seed);
-      const ConstMat xm{t, x.get(), d};
-      std::vector<std::vector<double>> sigmas;
-      for (bool newton_schulz : {true, false}) {
-        SCOPED_TRACE(newton_schulz ? "newton-schulz" : "two passes");
-        BasisOptions options;
-        options.policy = RankPolicy::Fixed(r);
-        options.method = DecomposeMethod::kRandomized;
-        options.final_newton_schulz = newton_schulz;
-        absl::StatusOr<DeviceBasis> b = ComputePrincipalBases(*ctx_, xm, L, d, options);
-        ASSERT_TRUE(b.ok()) << b.status();
-        ASSERT_EQ(b->rank, r);
-        EXPECT_LE(RowOrthonormalityError(ToHost(b->type, b->vt.get(), r * d), r, d), 1e-10);
-        EXPECT_LE(RowOrthonormalityError(ToHost(b->type, b->ut.get(), r * L), r, L), 1e-10);
-        if (!newton_schulz) EXPECT_EQ(b->newton_schulz_steps, 0);
-        if (newton_schulz && kind == "moderate") EXPECT_GE(b->newton_schulz_steps, 1);
-        sigmas.push_back(b->sigma);
-      }
-      for (int64_t i = 0; i < r; ++i) {
-        EXPECT_NEAR(sigmas[1][i], sigmas[0][i], 1e-6 * sigmas[0][0]) << i;
-      }
+  ForEachBasisInput(*ctx_, seed, L, d, [&](const std::string& kind, DevType, ConstMat xm) {
+    std::vector<std::vector<double>> sigmas;
+    for (bool newton_schulz : {true, false}) {
+      SCOPED_TRACE(newton_schulz ? "newton-schulz" : "two passes");
+      BasisOptions options;
+      options.policy = RankPolicy::Fixed(r);
+      options.method = DecomposeMethod::kRandomized;
+      options.final_newton_schulz = newton_schulz;
+      absl::StatusOr<DeviceBasis> b = ComputePrincipalBases(*ctx_, xm, L, d, options);
+      ASSERT_TRUE(b.ok()) << b.status();
+      ASSERT_EQ(b->rank, r);
+      EXPECT_LE(RowOrthonormalityError(ToHost(b->type, b->vt.get(), r * d), r, d), 1e-10);
+      EXPECT_LE(RowOrthonormalityError(ToHost(b->type, b->ut.get(), r * L), r, L), 1e-10);
+      if (!newton_schulz) EXPECT_EQ(b->newton_schulz_steps, 0);
+      if (newton_schulz && kind == "moderate") EXPECT_GE(b->newton_schulz_steps, 1);
+      sigmas.push_back(b->sigma);
     }
-  }
+    for (int64_t i = 0; i < r; ++i) {
+      EXPECT_NEAR(sigmas[1][i], sigmas[0][i], 1e-6 * sigmas[0][0]) << i;
+    }
+  });
 }
 
 // The spectral shift (BasisOptions::shift_fraction): on inputs with a spectral gap the shifted
@@ -567,54 +574,48 @@ TEST_F(CudaDeviceTest, SpectralShiftIsCheckedAndFallsBack) {
   const uint64_t seed = FreshSeed();
   SCOPED_TRACE(SeedTrace(seed));
   const int64_t L = 2500, d = 700, r = 40;
-  for (const char* input : {"gapped", "rank-deficient", "flat", "moderate"}) {
-    for (DevType t : {DevType::kF32, DevType::kBF16}) {
-      SCOPED_TRACE(absl::StrCat(DevTypeName(t), " ", input));
-      const std::string kind = input;
-      DeviceBuffer x = BasisTestInput(*ctx_, kind, t, L, d, seed);
-      const ConstMat xm{t, x.get(), d};
-      std::vector<DeviceBasis> bases;
-      for (double fraction : {0.0, BasisOptions().shift_fraction, 1e6}) {  // none, default, absurd
-        SCOPED_TRACE(absl::StrCat("shift fraction ", fraction));
-        BasisOptions options;
-        options.policy = RankPolicy::Fixed(r);
-        options.method = DecomposeMethod::kRandomized;
-        options.shift_fraction = fraction;
-        // A rejected shifted run is computed again unshifted with more products: the unshifted
-        // reference takes as many.
-        if (fraction == 0.0) options.power_iterations += BasisOptions::kUnshiftedExtraProducts;
-        absl::StatusOr<DeviceBasis> b = ComputePrincipalBases(*ctx_, xm, L, d, options);
-        ASSERT_TRUE(b.ok()) << b.status();
-        ASSERT_EQ(b->rank, r);
-        EXPECT_GE(b->shift, 0.0);
-        EXPECT_LE(RowOrthonormalityError(ToHost(b->type, b->vt.get(), r * d), r, d), 1e-10);
-        bases.push_back(*std::move(b));
-      }
-      EXPECT_EQ(bases[0].shift, 0.0);
-      EXPECT_FALSE(bases[0].shift_rejected);
-      if (kind == "rank-deficient") {
-        // Rank 24 < k: the residual after the first product is rounding, below the products' own
-        // shift, so no spectral shift is taken (and nothing has to be recomputed).
-        EXPECT_EQ(bases[1].shift, 0.0);
-        EXPECT_FALSE(bases[1].shift_rejected);
-      } else {
-        // Noise at 1 (flat, moderate) is well above the products' rounding: a shift is taken.
-        if (kind != "gapped") EXPECT_GT(bases[1].shift, 0.0);
-        EXPECT_TRUE(bases[2].shift_rejected);
-        EXPECT_EQ(bases[2].shift, 0.0);
-        for (int64_t i = 0; i < r; ++i) {
-          EXPECT_NEAR(bases[2].sigma[i], bases[0].sigma[i], 1e-12 * bases[0].sigma[0]) << i;
-        }
-      }
-      if (kind == "gapped" || kind == "rank-deficient") {  // a gap after the 24th
-        // The reference takes kUnshiftedExtraProducts more products: the shifted run's values
-        // just above the gap differ by its own convergence error (up to 2.7e-6 measured, bf16).
-        for (int64_t i = 0; i < 24; ++i) {
-          EXPECT_NEAR(bases[1].sigma[i], bases[0].sigma[i], 1e-5 * bases[0].sigma[i]) << i;
-        }
+  ForEachBasisInput(*ctx_, seed, L, d, [&](const std::string& kind, DevType, ConstMat xm) {
+    std::vector<DeviceBasis> bases;
+    for (double fraction : {0.0, BasisOptions().shift_fraction, 1e6}) {  // none, default, absurd
+      SCOPED_TRACE(absl::StrCat("shift fraction ", fraction));
+      BasisOptions options;
+      options.policy = RankPolicy::Fixed(r);
+      options.method = DecomposeMethod::kRandomized;
+      options.shift_fraction = fraction;
+      // A rejected shifted run is computed again unshifted with more products: the unshifted
+      // reference takes as many.
+      if (fraction == 0.0) options.power_iterations += BasisOptions::kUnshiftedExtraProducts;
+      absl::StatusOr<DeviceBasis> b = ComputePrincipalBases(*ctx_, xm, L, d, options);
+      ASSERT_TRUE(b.ok()) << b.status();
+      ASSERT_EQ(b->rank, r);
+      EXPECT_GE(b->shift, 0.0);
+      EXPECT_LE(RowOrthonormalityError(ToHost(b->type, b->vt.get(), r * d), r, d), 1e-10);
+      bases.push_back(*std::move(b));
+    }
+    EXPECT_EQ(bases[0].shift, 0.0);
+    EXPECT_FALSE(bases[0].shift_rejected);
+    if (kind == "rank-deficient") {
+      // Rank 24 < k: the residual after the first product is rounding, below the products' own
+      // shift, so no spectral shift is taken (and nothing has to be recomputed).
+      EXPECT_EQ(bases[1].shift, 0.0);
+      EXPECT_FALSE(bases[1].shift_rejected);
+    } else {
+      // Noise at 1 (flat, moderate) is well above the products' rounding: a shift is taken.
+      if (kind != "gapped") EXPECT_GT(bases[1].shift, 0.0);
+      EXPECT_TRUE(bases[2].shift_rejected);
+      EXPECT_EQ(bases[2].shift, 0.0);
+      for (int64_t i = 0; i < r; ++i) {
+        EXPECT_NEAR(bases[2].sigma[i], bases[0].sigma[i], 1e-12 * bases[0].sigma[0]) << i;
       }
     }
-  }
+    if (kind == "gapped" || kind == "rank-deficient") {  // a gap after the 24th
+      // The reference takes kUnshiftedExtraProducts more products: the shifted run's values
+      // just above the gap differ by its own convergence error (up to 2.7e-6 measured, bf16).
+      for (int64_t i = 0; i < 24; ++i) {
+        EXPECT_NEAR(bases[1].sigma[i], bases[0].sigma[i], 1e-5 * bases[0].sigma[i]) << i;
+      }
+    }
+  });
 }
 
 TEST_F(CudaDeviceTest, AtpLayerRunsWithCudnnAndOwnCoreAlike) {
